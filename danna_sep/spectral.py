@@ -1,0 +1,80 @@
+"""STFT front-end shared by the spectral models, the losses and separation.
+
+Parameters follow the original system: n_fft 4096, hop 1024, periodic Hann window, ``center=True`` with reflect
+padding, so a signal of ``L`` samples gives ``1 + L // hop`` frames of ``n_fft // 2 + 1 = 2049`` bins.
+Unlike the original, the inverse takes the target length and returns exactly that many samples.
+"""
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+N_FFT = 4096
+HOP_LENGTH = 1024
+
+
+def num_frames(length: int, hop_length: int = HOP_LENGTH) -> int:
+    """Number of STFT frames for ``length`` samples (centred STFT)."""
+    return 1 + length // hop_length
+
+
+def bandwidth_to_max_bin(sample_rate: float, n_fft: int, bandwidth: float) -> int:
+    """Number of bins up to and including ``bandwidth`` Hz (1487 for 16 kHz at 44.1 kHz / 4096)."""
+    import math
+
+    return int(math.floor(bandwidth * n_fft / sample_rate)) + 1
+
+
+class STFT(nn.Module):
+    """Complex STFT and its exact-length inverse, batched over any leading dimensions.
+
+    ``forward``: waveform ``(..., samples)`` → complex spectrogram ``(..., bins, frames)``.
+    ``inverse``: complex ``(..., bins, frames)`` → waveform ``(..., length)``.
+    """
+
+    def __init__(self, n_fft: int = N_FFT, hop_length: int = HOP_LENGTH):
+        super().__init__()
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+        # periodic Hann, as torch.hann_window's default; a buffer so it follows .to(device)
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        spec = torch.stft(
+            x,
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            win_length=self.n_fft,
+            window=self.window.to(x.dtype),
+            center=True,
+            pad_mode="reflect",
+            normalized=False,
+            onesided=True,
+            return_complex=True,
+        )
+        return spec.reshape(shape[:-1] + spec.shape[-2:])
+
+    def inverse(self, spec: Tensor, length: Optional[int] = None) -> Tensor:
+        """Inverse STFT. With ``length=None`` the output has ``hop · (frames − 1)`` samples."""
+        shape = spec.shape
+        spec = spec.reshape(-1, shape[-2], shape[-1])
+        real_dtype = torch.float64 if spec.dtype == torch.complex128 else torch.float32
+        wav = torch.istft(
+            spec,
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            win_length=self.n_fft,
+            window=self.window.to(real_dtype),
+            center=True,
+            normalized=False,
+            onesided=True,
+            length=length,
+        )
+        return wav.reshape(shape[:-2] + wav.shape[-1:])
+
+
+def magnitude(spec: Tensor) -> Tensor:
+    """Linear magnitude ``|X|`` of a complex spectrogram (what the spectral models take)."""
+    return spec.abs()
