@@ -37,11 +37,14 @@ class STFT(nn.Module):
         self.n_fft = n_fft
         self.hop_length = hop_length
         # periodic Hann, as torch.hann_window's default; a buffer so it follows .to(device)
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        # float64 so that float64 transforms are exact; cast per call (4096 values, negligible)
+        self.register_buffer("window", torch.hann_window(n_fft, dtype=torch.float64), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
         x = x.reshape(-1, shape[-1])
+        # reflect padding needs more than n_fft // 2 samples; very short inputs get zero padding instead
+        pad_mode = "reflect" if shape[-1] > self.n_fft // 2 else "constant"
         spec = torch.stft(
             x,
             n_fft=self.n_fft,
@@ -49,13 +52,14 @@ class STFT(nn.Module):
             win_length=self.n_fft,
             window=self.window.to(x.dtype),
             center=True,
-            pad_mode="reflect",
+            pad_mode=pad_mode,
             normalized=False,
             onesided=True,
             return_complex=True,
         )
         return spec.reshape(shape[:-1] + spec.shape[-2:])
 
+    @torch.jit.export
     def inverse(self, spec: Tensor, length: Optional[int] = None) -> Tensor:
         """Inverse STFT. With ``length=None`` the output has ``hop · (frames − 1)`` samples."""
         shape = spec.shape
