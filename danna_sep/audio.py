@@ -125,7 +125,7 @@ def load_audio(path: PathLike, sample_rate: Optional[int] = 44100, stream: Optio
         if stream not in (0, None):
             raise _error(path, f"stream {stream} does not exist (the file has 1 audio stream: 0)")
         with _open_soundfile(path) as f:
-            data = _read_soundfile(path, f, f.frames)
+            data = _read_soundfile(path, f)
             decoded, rates, layouts = [data], [f.samplerate], [None]
     else:
         decoded, rates, layouts = _decode_ffmpeg(path, stream)
@@ -200,12 +200,10 @@ def read_frames(path: PathLike, start: int, frames: int, *, stereo: bool = True)
             try:
                 f.read(end - begin, dtype="float32", always_2d=True, out=out[begin - start: end - start])
             except sf.SoundFileError as e:
-                raise _error(path, f"corrupt data: {_sf_message(e)}") from e
-    data = out.T.copy()
+                raise _error(path, f"corrupt or truncated data (libsndfile: {_sf_message(e)})") from e
+    data = np.ascontiguousarray(out.T)
     _check_finite(path, data)
-    if stereo:
-        data = _to_stereo_np(data, None)
-    return torch.from_numpy(np.ascontiguousarray(data))
+    return torch.from_numpy(_to_stereo_np(data, None) if stereo else data)
 
 
 def save_audio(path: PathLike, wav: Union[torch.Tensor, np.ndarray], sample_rate: int, subtype: str = "PCM_16",
@@ -477,8 +475,8 @@ def _open_soundfile(path: PathLike) -> sf.SoundFile:
         if f.frames == 0:
             raise _error(path, "contains no audio (0 samples)")
         short = _WAV_SHORT_DATA.search(f.extra_info) if f.format in ("WAV", "WAVEX") else None
-        # 0 and ~2**32 are placeholders written by streaming writers (ffmpeg/sox to a pipe): not truncation
-        if short and int(short.group(2)) < int(short.group(1)) < 0x7FFF0000 and int(short.group(1)) > 0:
+        # sizes near 2**32 are placeholders left by writers that cannot seek (ffmpeg/sox to a pipe)
+        if short and int(short.group(2)) < int(short.group(1)) < 0x7FFF0000:
             declared = int(short.group(1)) // (f.channels * max(_bytes_per_sample(f.subtype), 1))
             raise _error(path, f"truncated: the header declares {declared} frames, the file holds {f.frames}")
     except BaseException:
@@ -492,8 +490,9 @@ def _bytes_per_sample(subtype: str) -> int:
             "ULAW": 1, "ALAW": 1}.get(subtype, 0)
 
 
-def _read_soundfile(path: PathLike, f: sf.SoundFile, declared: int) -> np.ndarray:
+def _read_soundfile(path: PathLike, f: sf.SoundFile) -> np.ndarray:
     """Decode ``f`` whole → float32 ``(channels, samples)``; a short read means truncated data."""
+    declared = f.frames
     try:
         data = f.read(dtype="float32", always_2d=True)
     except sf.SoundFileError as e:
