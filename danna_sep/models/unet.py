@@ -1,0 +1,305 @@
+"""U-Net of D3 blocks with 2-D local multi-head attention at the bottleneck (the competition's model 2).
+
+Architecture as in the original ``UNetAttn`` (D3 encoder with average pooling, two local-attention layers whose
+output is concatenated to the bottleneck, D3 decoder with transposed-conv up-sampling and skip concatenation,
+sigmoid masks), with the original's defects fixed:
+
+- padded keys in the attention are really masked (the original added −1e-9 instead of −1e9);
+- the input is padded inside the model to a multiple of ``2**levels`` in bins and frames and every up-sampling is
+  exactly ×2, so the masks cover **all** ``max_bins`` bins and **all** frames for any input length (the original
+  covered 1485 bins and T − 1 frames and filled the rest with a constant 0.25);
+- an optional relative position bias gives the attention a positional signal (the original had none).
+"""
+
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import SOURCES
+from ..errors import ConfigError
+from .d3net import D3Block
+
+
+def local_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    query_shape: int,
+    memory_flange: int,
+    length: int,
+    bias: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor]:
+    """Block-local attention in time, global in frequency.
+
+    Frames are cut into query blocks of ``query_shape`` frames; every query in a block (all bins × the block's
+    frames) attends to all bins of the block's frames plus ``memory_flange`` frames on each side.
+    Keys outside ``[0, length)`` (the flanks beyond the edges, the pad to a multiple of ``query_shape`` and any
+    frame at or after ``length``) get exactly zero weight. A query whose whole window is masked gets all-zero
+    weights and a zero output (no NaN, in the forward or the backward pass).
+
+    Args:
+        q, k, v: (batch, heads, depth, bins, frames); ``q`` is used as is (scale it beforehand).
+        length: number of valid frames (≤ frames).
+        bias: optional additive logit bias (heads, bins·query_shape, bins·window), window = query_shape + 2·flange.
+
+    Returns:
+        out (batch, heads, depth, bins, frames) and the attention weights
+        (batch, heads, blocks, bins·query_shape, bins·window), queries ordered (bin, frame-in-block) and keys
+        (bin, frame-in-window), window frame ``j`` of block ``b`` being frame ``b·query_shape + j − flange``.
+    """
+    batch, heads, depth, bins, frames = q.shape
+    # non-negative operands only: ONNX integer division and modulo truncate towards zero
+    pad = (query_shape - frames % query_shape) % query_shape
+    padded = frames + pad
+    blocks = padded // query_shape
+    window = query_shape + 2 * memory_flange
+
+    q = F.pad(q, [0, pad])
+    k = F.pad(k, [memory_flange, memory_flange + pad])
+    v = F.pad(v, [memory_flange, memory_flange + pad])
+
+    # window frame j of block b is padded frame b·query_shape + j; gathered with index_select (not unfold) so the
+    # ONNX export keeps a dynamic number of frames. (blocks, window)
+    index = torch.arange(blocks, device=q.device).unsqueeze(1) * query_shape + torch.arange(window, device=q.device)
+
+    # (batch, heads, blocks, bins·query_shape, depth) and (batch, heads, blocks, bins·window, depth)
+    q = q.reshape(batch, heads, depth, bins, blocks, query_shape).permute(0, 1, 4, 3, 5, 2)
+    q = q.reshape(batch, heads, blocks, bins * query_shape, depth)
+    k = k.index_select(-1, index.flatten()).reshape(batch, heads, depth, bins, blocks, window)
+    k = k.permute(0, 1, 4, 3, 5, 2).reshape(batch, heads, blocks, bins * window, depth)
+    v = v.index_select(-1, index.flatten()).reshape(batch, heads, depth, bins, blocks, window)
+    v = v.permute(0, 1, 4, 3, 5, 2).reshape(batch, heads, blocks, bins * window, depth)
+
+    logits = q @ k.transpose(-1, -2)
+    if bias is not None:
+        logits = logits + bias.unsqueeze(1)
+
+    # validity depends only on a key's frame: (blocks, window) → (blocks, 1, bins·window)
+    frame = index - memory_flange
+    valid = (frame >= 0) & (frame < length)
+    any_valid = valid.any(1, keepdim=True)  # (blocks, 1)
+    # rows without any valid key keep finite logits so softmax stays finite; they are zeroed below
+    keep = (valid | ~any_valid).unsqueeze(1).expand(blocks, bins, window).reshape(blocks, 1, bins * window)
+    weights = logits.masked_fill(~keep, float("-inf")).softmax(-1)
+    weights = weights * any_valid.unsqueeze(-1).to(weights.dtype)
+
+    out = weights @ v  # (batch, heads, blocks, bins·query_shape, depth)
+    out = out.reshape(batch, heads, blocks, bins, query_shape, depth).permute(0, 1, 5, 3, 2, 4)
+    out = out.reshape(batch, heads, depth, bins, padded)[..., :frames]
+    return out, weights
+
+
+class LocalAttention2d(nn.Module):
+    """2-D local multi-head self-attention over a (bins × frames) feature map.
+
+    ``qkv`` comes from a 3×3 conv; each head's ``3·d_model/heads`` channels are ``[q | k | v]`` (the original's
+    layout, so its weights map one to one). Queries are blocks of ``query_shape`` frames × all bins; they attend to
+    all bins of the block plus ``memory_flange`` frames each side (see :func:`local_attention`). The head outputs
+    go through a 3×3 conv to ``out_channels``.
+
+    With ``rel_pos_bias`` every head adds a learned bias ``b_time[Δt] + b_freq[clip(Δf, ±max_rel_bins)]`` to its
+    logits (Δ = key − query position; zero at initialisation, so it starts as the plain model).
+
+    ``forward``: (batch, in_channels, bins, frames) → (batch, out_channels, bins, frames).
+    """
+
+    n_heads: int
+    d_model: int
+    query_shape: int
+    memory_flange: int
+    max_rel_bins: int
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        d_model: int = 128,
+        n_heads: int = 8,
+        query_shape: int = 2,
+        memory_flange: int = 3,
+        rel_pos_bias: bool = False,
+        max_rel_bins: int = 32,
+    ):
+        super().__init__()
+        if d_model % n_heads:
+            raise ConfigError(f"attention: d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        if query_shape < 1 or memory_flange < 0:
+            raise ConfigError(f"attention: need query_shape >= 1 and memory_flange >= 0, got {query_shape}, {memory_flange}")
+        self.n_heads = n_heads
+        self.d_model = d_model
+        self.query_shape = query_shape
+        self.memory_flange = memory_flange
+        self.max_rel_bins = max_rel_bins
+        self.qkv = nn.Conv2d(in_channels, 3 * d_model, 3, padding=1)
+        self.out_conv = nn.Conv2d(d_model, out_channels, 3, padding=1, bias=False)
+        if rel_pos_bias:
+            # Δt ranges over [−(flange + query_shape − 1), flange + query_shape − 1]
+            self.time_bias = nn.Parameter(torch.zeros(n_heads, 2 * (query_shape + memory_flange) - 1))
+            self.freq_bias = nn.Parameter(torch.zeros(n_heads, 2 * max_rel_bins + 1))
+        else:
+            self.register_parameter("time_bias", None)
+            self.register_parameter("freq_bias", None)
+
+    def position_bias(self, bins: int, device: torch.device) -> Optional[Tensor]:
+        """Logit bias (heads, bins·query_shape, bins·window), or None without ``rel_pos_bias``."""
+        time_bias = self.time_bias
+        freq_bias = self.freq_bias
+        if time_bias is None or freq_bias is None:
+            return None
+        window = self.query_shape + 2 * self.memory_flange
+        dt = torch.arange(window, device=device).unsqueeze(0) - torch.arange(self.query_shape, device=device).unsqueeze(1)
+        dt = dt + self.query_shape - 1  # Δt = (j − flange) − i, shifted to start at 0
+        f = torch.arange(bins, device=device)
+        df = (f.unsqueeze(0) - f.unsqueeze(1)).clamp(-self.max_rel_bins, self.max_rel_bins) + self.max_rel_bins
+        bias = freq_bias[:, df].reshape(-1, bins, 1, bins, 1) + time_bias[:, dt].reshape(-1, 1, self.query_shape, 1, window)
+        return bias.reshape(-1, bins * self.query_shape, bins * window)
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, _, bins, frames = x.shape
+        depth = self.d_model // self.n_heads
+        qkv = self.qkv(x).reshape(batch, self.n_heads, 3 * depth, bins, frames)
+        q, k, v = qkv.split(depth, 2)
+        out, _ = local_attention(
+            q * depth**-0.5, k, v, self.query_shape, self.memory_flange, frames, self.position_bias(bins, x.device)
+        )
+        return self.out_conv(out.reshape(batch, self.d_model, bins, frames))
+
+
+class UNetAttn(nn.Module):
+    """D3 U-Net with 2-D local attention: magnitude (batch, channels, bins, frames) → masks
+    (batch, 4, channels, bins, frames) in [0, 1], sources drums, bass, other, vocals; any ``bins`` and ``frames`` ≥ 1.
+
+    Input is the raw linear magnitude ``|X|``. The first ``max_bins`` bins are zero-padded to a multiple of
+    ``2**levels`` bins and the frames to a multiple of ``2**levels`` frames (zeros = silence); the masks are cropped
+    back, so every bin below ``max_bins`` and every frame is predicted by the network.
+
+    Encoder level ``i``: ``D3Block(L = max(2, levels − 1 − i))`` then 2×2 average pooling; skips are the pooled
+    outputs of all but the last level. Bottleneck: ``cat(x, attention(x))`` where attention is ``attn_layers`` ×
+    [LocalAttention2d → BN → ReLU] with ``attn_channels`` outputs. Decoder (deepest first): D3Block →
+    ConvTranspose2d(3×3, stride 2, exact ×2) → BN → ReLU (→ Dropout2d on the first ``dropout_layers`` steps) →
+    concat with the skip. Head: ConvTranspose2d(5×5, stride 2, exact ×2) → BN → ReLU → Conv2d(3×3, dilation 2) →
+    sigmoid, one channel per (source, channel). Masks are independent sigmoids (they need not sum to 1).
+
+    Bins at and above ``max_bins`` (above 16 kHz with the default 1487) are not modelled: each such bin gets the
+    mask of bin ``max_bins − 1`` in the same frame, source and channel. Unlike a constant, this follows which
+    source owns the top of the modelled band frame by frame (hi-hats, cymbals and sibilants carry most of the
+    energy above 16 kHz and are present at 16 kHz too), it needs no parameters, and it stays in [0, 1].
+
+    Training note: BatchNorm sees the zero padding, so chunks whose length is a multiple of ``2**levels`` frames
+    (e.g. 512) train on real content only apart from the ``padded_bins − max_bins`` top bins.
+    """
+
+    domain = "spectral"
+
+    max_bins: int
+    nb_channels: int
+    nb_sources: int
+    padded_bins: int
+    multiple: int
+
+    def __init__(
+        self,
+        max_bins: int = 1487,
+        nb_channels: int = 2,
+        k: int = 12,
+        levels: int = 6,
+        d_model: int = 128,
+        n_heads: int = 8,
+        query_shape: int = 2,
+        memory_flange: int = 3,
+        attn_channels: int = 256,
+        attn_layers: int = 2,
+        dropout: float = 0.4,
+        dropout_layers: int = 3,
+        rel_pos_bias: bool = True,
+        max_rel_bins: int = 32,
+    ):
+        super().__init__()
+        if max_bins < 1 or nb_channels < 1 or k < 1 or levels < 1 or attn_channels < 1 or attn_layers < 0:
+            raise ConfigError(
+                "UNetAttn: max_bins, nb_channels, k, levels and attn_channels must be >= 1 and attn_layers >= 0, got "
+                f"{max_bins}, {nb_channels}, {k}, {levels}, {attn_channels}, {attn_layers}"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"UNetAttn: dropout must be in [0, 1), got {dropout}")
+        self.max_bins = max_bins
+        self.nb_channels = nb_channels
+        self.nb_sources = len(SOURCES)
+        self.multiple = 2**levels
+        self.padded_bins = (max_bins + self.multiple - 1) // self.multiple * self.multiple
+
+        self.encoder = nn.ModuleList()
+        widths: List[int] = []
+        channels = nb_channels
+        for i in range(levels):
+            block = D3Block(channels, k, max(2, levels - 1 - i))
+            self.encoder.append(block)
+            channels = block.out_channels
+            widths.append(channels)
+
+        self.attention = nn.ModuleList()
+        attn_in = channels
+        for _ in range(attn_layers):
+            self.attention.append(
+                nn.Sequential(
+                    LocalAttention2d(
+                        attn_in, attn_channels, d_model, n_heads, query_shape, memory_flange, rel_pos_bias, max_rel_bins
+                    ),
+                    nn.BatchNorm2d(attn_channels),
+                    nn.ReLU(),
+                )
+            )
+            attn_in = attn_channels
+        channels += attn_channels if attn_layers > 0 else 0
+
+        self.decoder = nn.ModuleList()
+        for step, i in enumerate(range(levels - 2, -1, -1)):
+            block = D3Block(channels, k, max(2, levels - 1 - i))
+            layers: List[nn.Module] = [
+                block,
+                nn.ConvTranspose2d(block.out_channels, widths[i], 3, stride=2, padding=1, output_padding=1, bias=False),
+                nn.BatchNorm2d(widths[i]),
+                nn.ReLU(),
+            ]
+            if step < dropout_layers:
+                layers.append(nn.Dropout2d(dropout))
+            self.decoder.append(nn.Sequential(*layers))
+            channels = 2 * widths[i]
+
+        head = widths[0]
+        self.head = nn.Sequential(
+            nn.ConvTranspose2d(channels, head, 5, stride=2, padding=2, output_padding=1, bias=False),
+            nn.BatchNorm2d(head),
+            nn.ReLU(),
+            nn.Conv2d(head, self.nb_sources * nb_channels, 3, padding=2, dilation=2),
+        )
+
+    def forward(self, spec: Tensor) -> Tensor:
+        batch, channels, bins, frames = spec.shape
+        if channels != self.nb_channels:
+            raise ValueError(f"UNetAttn: expected {self.nb_channels} channels, got {channels}")
+        used = min(bins, self.max_bins)
+        padded_frames = (frames + self.multiple - 1) // self.multiple * self.multiple
+        x = F.pad(spec[:, :, :used], [0, padded_frames - frames, 0, self.padded_bins - used])
+
+        skips: List[Tensor] = []
+        for block in self.encoder:
+            x = F.avg_pool2d(block(x), 2)
+            skips.append(x)
+        skips.pop()
+
+        if len(self.attention) > 0:
+            a = x
+            for layer in self.attention:
+                a = layer(a)
+            x = torch.cat([x, a], 1)
+
+        for step in self.decoder:
+            x = torch.cat([step(x), skips.pop()], 1)
+
+        masks = torch.sigmoid(self.head(x))[:, :, :used, :frames]
+        if bins > used:  # above max_bins: repeat the last modelled bin (see the class docstring)
+            masks = torch.cat([masks, masks[:, :, used - 1 :].expand(-1, -1, bins - used, -1)], 2)
+        return masks.reshape(batch, self.nb_sources, channels, bins, frames)
