@@ -1,0 +1,150 @@
+"""X-UMX (CrossNet-Open-Unmix): four Open-Unmix paths joined by two averaging bridges.
+
+One path per source (drums, bass, other, vocals)::
+
+    |X| ─crop─▶ (x + input_mean_s)·input_scale_s ─▶ encoder_s ─▶ tanh ─┐
+                                                                      mean_s  = cross_1      (bridge 1)
+    cross_1 ─▶ BiLSTM_s ─┐
+                         mean_s ─▶ cat(cross_1, ·) = cross_2                                  (bridge 2)
+    cross_2 ─▶ decoder_s ─▶ ·output_scale_s + output_mean_s ─▶ ReLU ─▶ mask_s
+
+The per-source linear layers run as one batched matmul over a leading ``sources`` axis (the same maths as a
+grouped 1×1 convolution, without convolution overhead). Activations are kept as ``(sources, features, batch·frames)``
+so that every batch norm is a plain ``BatchNorm1d`` over ``sources·features`` channels and, for batch 1, the mask
+comes out in its final layout without a copy.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import SOURCES
+from ..errors import ConfigError
+
+
+class PerSourceLinear(nn.Module):
+    """``sources`` independent bias-free linear maps, applied at once.
+
+    ``(sources, in_features, n)`` → ``(sources, out_features, n)``; ``weight[s]`` is source ``s``'s
+    ``(out_features, in_features)`` matrix, as in ``nn.Linear``.
+    """
+
+    def __init__(self, sources: int, in_features: int, out_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(sources, out_features, in_features))
+        # nn.Linear's default initialisation, per source
+        bound = 1.0 / math.sqrt(in_features)
+        nn.init.uniform_(self.weight, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.bmm(self.weight, x)
+
+
+class X_UMX(nn.Module):
+    """X-UMX mask estimator.
+
+    Args:
+        n_fft: STFT size; the model sees and returns ``n_fft // 2 + 1`` bins.
+        hidden_channels: width of the encoder/decoder per source; each BiLSTM has ``hidden_channels // 2``
+            units per direction.
+        max_bins: the encoders see only the lowest ``max_bins`` bins (1487 = 16 kHz at 44.1 kHz); None = all.
+        nb_channels: audio channels (2 = stereo).
+        nb_layers: stacked BiLSTM layers per source.
+        dropout: dropout between LSTM layers (only when ``nb_layers > 1``).
+
+    ``forward``: magnitude ``(batch, channels, bins, frames)`` → non-negative masks
+    ``(batch, sources, channels, bins, frames)``, sources in the order drums, bass, other, vocals.
+    """
+
+    domain = "spectral"
+
+    def __init__(
+        self,
+        n_fft: int = 4096,
+        hidden_channels: int = 512,
+        max_bins: Optional[int] = 1487,
+        nb_channels: int = 2,
+        nb_layers: int = 3,
+        dropout: float = 0.4,
+    ):
+        super().__init__()
+        nb_bins = n_fft // 2 + 1
+        max_bins = nb_bins if max_bins is None else max_bins
+        if not 0 < max_bins <= nb_bins:
+            raise ConfigError(f"X_UMX.max_bins: {max_bins} is not in 1..{nb_bins} (n_fft {n_fft})")
+        if hidden_channels < 2 or hidden_channels % 2:
+            raise ConfigError(f"X_UMX.hidden_channels: must be even (two LSTM directions), got {hidden_channels}")
+        if nb_layers < 1 or nb_channels < 1:
+            raise ConfigError(f"X_UMX: nb_layers and nb_channels must be ≥ 1, got {nb_layers}, {nb_channels}")
+        sources = len(SOURCES)
+        self.nb_sources = sources
+        self.nb_bins = nb_bins
+        self.max_bins = max_bins
+        self.nb_channels = nb_channels
+        self.hidden_channels = hidden_channels
+
+        # asteroid's convention: input_mean = −mean, input_scale = 1/std (per bin, shared by the channels)
+        self.input_mean = nn.Parameter(torch.zeros(sources, max_bins))
+        self.input_scale = nn.Parameter(torch.ones(sources, max_bins))
+
+        self.encoder = PerSourceLinear(sources, nb_channels * max_bins, hidden_channels)
+        self.encoder_bn = nn.BatchNorm1d(sources * hidden_channels)
+
+        # one BiLSTM per source, all fed with the same bridged features
+        self.lstms = nn.ModuleList(
+            nn.LSTM(
+                input_size=hidden_channels,
+                hidden_size=hidden_channels // 2,
+                num_layers=nb_layers,
+                bidirectional=True,
+                dropout=dropout if nb_layers > 1 else 0.0,
+            )
+            for _ in range(sources)
+        )
+
+        # first decoder layer: every source reads the same cross_2, so the four maps are one (S·H × 2H) matmul
+        self.decoder1 = PerSourceLinear(sources, 2 * hidden_channels, hidden_channels)
+        self.decoder1_bn = nn.BatchNorm1d(sources * hidden_channels)
+        self.decoder2 = PerSourceLinear(sources, hidden_channels, nb_channels * nb_bins)
+        self.decoder2_bn = nn.BatchNorm1d(sources * nb_channels * nb_bins)
+
+        self.output_scale = nn.Parameter(torch.ones(sources, nb_bins))
+        self.output_mean = nn.Parameter(torch.ones(sources, nb_bins))
+
+    def forward(self, spec: Tensor) -> Tensor:
+        """``(batch, channels, bins, frames)`` magnitude → ``(batch, sources, channels, bins, frames)`` masks ≥ 0."""
+        batch, channels, bins, frames = spec.shape
+        if channels != self.nb_channels or bins != self.nb_bins:
+            raise ValueError(
+                "X_UMX expects (batch, {}, {}, frames), got {}".format(self.nb_channels, self.nb_bins, spec.shape)
+            )
+        sources, hidden, max_bins = self.nb_sources, self.hidden_channels, self.max_bins
+        n = batch * frames
+
+        # (channels, max_bins, batch, frames), normalised per source → (sources, channels·max_bins, batch·frames)
+        x = spec[:, :, :max_bins].permute(1, 2, 0, 3)
+        x = (x.unsqueeze(0) + self.input_mean[:, None, :, None, None]) * self.input_scale[:, None, :, None, None]
+        x = x.reshape(sources, channels * max_bins, n)
+
+        h = self.encoder(x).reshape(1, sources * hidden, n)
+        h = torch.tanh(self.encoder_bn(h)).reshape(sources, hidden, n)
+
+        cross_1 = h.mean(0)  # bridge 1: (hidden, batch·frames)
+        seq = cross_1.reshape(hidden, batch, frames).permute(2, 1, 0)  # time-major (frames, batch, hidden)
+        lstm_sum = torch.zeros_like(seq)
+        for lstm in self.lstms:
+            lstm_sum = lstm_sum + lstm(seq)[0]
+        lstm_mean = (lstm_sum / sources).permute(2, 1, 0).reshape(hidden, n)
+        cross_2 = torch.cat([cross_1, lstm_mean], 0)  # bridge 2: (2·hidden, batch·frames)
+
+        y = torch.mm(self.decoder1.weight.reshape(sources * hidden, 2 * hidden), cross_2)
+        y = F.relu(self.decoder1_bn(y.unsqueeze(0))).reshape(sources, hidden, n)
+        y = self.decoder2(y).reshape(1, sources * channels * bins, n)
+        y = self.decoder2_bn(y).reshape(sources, channels, bins, batch, frames)
+
+        mask = F.relu(y * self.output_scale[:, None, :, None, None] + self.output_mean[:, None, :, None, None])
+        return mask.permute(3, 0, 1, 2, 4).contiguous()
