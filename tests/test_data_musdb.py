@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from danna_sep import SAMPLE_RATE, SOURCES
+from danna_sep.audio import load_audio
 from danna_sep.data import MUSDBDataset, find_tracks, official_valid_tracks, split_tracks
 from danna_sep.data.musdb import read_stem
 from danna_sep.errors import ConfigError, DatasetError
@@ -250,8 +251,8 @@ def write_stem_mp4(path: Path, streams: np.ndarray) -> None:
 
 
 def full_decode(path: Path, stream: int) -> np.ndarray:
-    with av.open(str(path)) as container:
-        return np.concatenate([f.to_ndarray() for f in container.decode(container.streams.audio[stream])], axis=1)
+    """The project's whole-file decoder: the reference for chunked reads."""
+    return load_audio(path, sample_rate=None, stream=stream)[0].numpy()
 
 
 @pytest.fixture(scope="module")

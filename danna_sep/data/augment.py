@@ -11,17 +11,25 @@ Device, per batch (on the training device, after the DataLoader)::
     stems (batch, sources, channels, samples) → (mixture (batch, channels, samples), stems same shape)
 
 Each stem is selected with probability ``p`` and then gets one option drawn uniformly (0 semitones / speed 1.0
-included, as in the original). Lengths are preserved: longer results are cropped, shorter ones zero-padded at
-the end.
+included, as in the original). The draws come from a CPU ``torch.Generator`` (``forward(stems, generator)``), so
+a seeded generator reproduces a run on any device without a device sync. Lengths are preserved: longer results
+are cropped, shorter ones zero-padded at the end. Every argument is a config key (``device_augment.args``);
+a probability of 0 switches a step off.
 
 Pitch shift = phase-vocoder time stretch by the pitch ratio, then band-limited resampling back to the input
 length. Both halves are batched tensor ops that run on any device: the stretch uses native complex
-``torch.stft``/``istft`` with identity phase locking (Laroche & Dolson 1999, which removes most of the plain
-phase vocoder's "phasiness" on tonal material), the resampling is julius' exact rational ``resample_frac``.
-The ratio 2^(s/12) is approximated by a fraction with a denominator ≤ 100 (error < 0.2 cent), so the steps
-are integer semitones, unlike the original's 0.90/0.94/1.06/1.12 (reference §12.11). A phase vocoder was
-chosen over WSOLA because it batches over arbitrary stems without per-frame correlation searches and keeps
-polyphonic material (chords, pads) coherent; the phase locking addresses its main weakness.
+``torch.stft``/``istft`` with identity phase locking (Laroche & Dolson 1999), the resampling is julius'
+``ResampleFrac`` (exact rational ratios, kernels built once per ratio). The ratio 2^(s/12) is approximated by a
+fraction with a denominator ≤ 100 (0.1 cent off for ±1, ±2 semitones), so the steps are integer semitones,
+unlike the original's 0.90/0.94/1.06/1.12 (reference §12.11).
+
+Why a phase vocoder (and not WSOLA): it batches over any number of stems with the same few tensor ops, with no
+per-frame cross-correlation search, and it keeps polyphonic material (chords, pads) coherent where WSOLA's
+single time-domain alignment per frame can only favour one partial. Its known weakness is phase drift between
+bins; the plain algorithm (``phase_lock=False``: the recurrence of torchaudio's ``phase_vocoder``, which the
+original used) even cancels most of a steady tone when it stretches longer (rate < 1, i.e. every upward shift), because the reflect-padded first frames give each bin a
+different phase error that never goes away. Phase locking ties every bin to its spectral peak and fixes that
+(see tests/test_augment.py::test_phase_locking_keeps_stretched_tones_coherent).
 """
 from __future__ import annotations
 
@@ -39,7 +47,37 @@ from ..errors import ConfigError
 # CPU, per item
 
 
-class RandomGain:
+class _StemStep:
+    """A per-stem CPU augmentation: draws a scale and a left/right swap per stem, then applies them.
+
+    Every step is linear in the stem, so a chain can draw all its steps first and touch the audio once
+    (:func:`apply_stem_ops`): the same result as applying the steps one after another, in one pass.
+    """
+
+    def draw(self, rng: np.random.Generator, sources: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+        """→ (scale (sources,) float32, swap (sources,) bool)."""
+        raise NotImplementedError
+
+    def __call__(self, stems: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """stems (sources, channels, samples) → same shape."""
+        return apply_stem_ops(stems, *self.draw(rng, stems.shape[0]))
+
+
+def apply_stem_ops(stems: torch.Tensor, scale: np.ndarray, swap: np.ndarray) -> torch.Tensor:
+    """Swap the channels of the stems where ``swap`` (stereo only) and multiply each stem by its ``scale``.
+
+    One multiply per (stem, channel) row, written straight to its destination row: a single pass over the audio
+    (a gather followed by a multiply, or ``torch.where`` over a flipped copy, reads and writes it 2–3 times).
+    """
+    out = torch.empty_like(stems)
+    stereo = stems.shape[1] == 2
+    for s in range(stems.shape[0]):
+        for c in range(stems.shape[1]):
+            torch.mul(stems[s, 1 - c if stereo and swap[s] else c], float(scale[s]), out=out[s, c])
+    return out
+
+
+class RandomGain(_StemStep):
     """Multiply each stem by a gain drawn from U[low, high]."""
 
     def __init__(self, low: float = 0.25, high: float = 1.25) -> None:
@@ -47,34 +85,28 @@ class RandomGain:
             raise ConfigError(f"gain: need 0 <= low <= high, got [{low}, {high}]")
         self.low, self.high = low, high
 
-    def __call__(self, stems: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        """stems (sources, channels, samples) → same shape."""
-        gains = rng.uniform(self.low, self.high, size=stems.shape[0]).astype(np.float32)
-        return stems * torch.from_numpy(gains)[:, None, None]
+    def draw(self, rng: np.random.Generator, sources: int) -> tuple[np.ndarray, np.ndarray]:
+        return rng.uniform(self.low, self.high, size=sources).astype(np.float32), np.zeros(sources, bool)
 
 
-class RandomSwapLR:
+class RandomSwapLR(_StemStep):
     """Swap the left and right channel of each stem with probability ``p``."""
 
     def __init__(self, p: float = 0.5) -> None:
         self.p = _probability(p, "swap_lr_p")
 
-    def __call__(self, stems: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        swap = torch.from_numpy(rng.random(stems.shape[0]) < self.p)
-        if stems.shape[1] != 2 or not swap.any():
-            return stems
-        return torch.where(swap[:, None, None], stems.flip(1), stems)
+    def draw(self, rng: np.random.Generator, sources: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.ones(sources, np.float32), rng.random(sources) < self.p
 
 
-class RandomFlipPolarity:
+class RandomFlipPolarity(_StemStep):
     """Multiply each stem by −1 with probability ``p``."""
 
     def __init__(self, p: float = 0.5) -> None:
         self.p = _probability(p, "flip_polarity_p")
 
-    def __call__(self, stems: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        signs = np.where(rng.random(stems.shape[0]) < self.p, -1.0, 1.0).astype(np.float32)
-        return stems * torch.from_numpy(signs)[:, None, None]
+    def draw(self, rng: np.random.Generator, sources: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.where(rng.random(sources) < self.p, -1.0, 1.0).astype(np.float32), np.zeros(sources, bool)
 
 
 class StemAugment:
@@ -92,7 +124,7 @@ class StemAugment:
         swap_lr_p: float = 0.5,
         flip_polarity_p: float = 0.5,
     ) -> None:
-        self.steps = []
+        self.steps: list[_StemStep] = []
         if gain is not None:
             if len(gain) != 2:
                 raise ConfigError(f"gain: expected [low, high], got {list(gain)}")
@@ -103,10 +135,13 @@ class StemAugment:
             self.steps.append(RandomFlipPolarity(flip_polarity_p))
 
     def __call__(self, stems: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        """stems (sources, channels, samples) → same shape; all randomness from ``rng``."""
+        """stems (sources, channels, samples) → same shape; all randomness from ``rng``, one pass over the audio."""
+        n = stems.shape[0]
+        scale, swap = np.ones(n, np.float32), np.zeros(n, bool)
         for step in self.steps:
-            stems = step(stems, rng)
-        return stems
+            step_scale, step_swap = step.draw(rng, n)
+            scale, swap = scale * step_scale, swap ^ step_swap
+        return apply_stem_ops(stems, scale, swap)
 
 
 def _probability(p: float, name: str) -> float:
@@ -131,14 +166,25 @@ def _ratio(value: float) -> Fraction:
     return Fraction(value).limit_denominator(100)
 
 
-def _resample(x: torch.Tensor, ratio: Fraction, length: int) -> torch.Tensor:
-    """Resample (..., samples) so that ``ratio`` input samples become 1 output sample; output has ``length`` samples."""
+def _resamplers(ratios: Sequence[Fraction]) -> nn.ModuleDict:
+    """One julius resampler per ratio (``ratio`` input samples → 1 output sample), built once: the kernels are
+    the costly part, and as buffers they follow the module to its device."""
     import julius  # lazy: only training needs it
 
-    if ratio == 1:
-        return _fit_length(x, length)
-    y = julius.resample_frac(x, ratio.numerator, ratio.denominator)
-    return _fit_length(y, length)
+    return nn.ModuleDict({
+        _key(r): julius.ResampleFrac(r.numerator, r.denominator) for r in set(ratios) if r != 1
+    })
+
+
+def _key(ratio: Fraction) -> str:
+    return f"{ratio.numerator}_{ratio.denominator}"
+
+
+def _run(resampler: nn.Module, x: torch.Tensor, length: int) -> torch.Tensor:
+    """Resample (..., samples) in the kernel's dtype, then crop or zero-pad to ``length``."""
+    if resampler.kernel.device != x.device:  # the module was not moved with .to(device): follow the data once
+        resampler.to(x.device)
+    return _fit_length(resampler(x.to(resampler.kernel.dtype)), length).to(x.dtype)
 
 
 def phase_vocoder(
@@ -254,6 +300,7 @@ class RandomPitchShift(_PerStemAugment):
         super().__init__(semitones, p, "pitch")
         self.n_fft, self.hop_length, self.phase_lock = n_fft, hop_length, phase_lock
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.resample = _resamplers([_ratio(2.0 ** (o / 12.0)) for o in self.options])
 
     def identity(self, option: float) -> bool:
         return option == 0
@@ -268,7 +315,7 @@ class RandomPitchShift(_PerStemAugment):
         spec = torch.stft(x, self.n_fft, self.hop_length, window=window, center=True, return_complex=True)
         spec = phase_vocoder(spec, float(1 / ratio), self.hop_length, self.phase_lock)
         y = torch.istft(spec, self.n_fft, self.hop_length, window=window, center=True, length=stretched_len)
-        return _resample(y, ratio, samples)
+        return _run(self.resample[_key(ratio)], y, samples)
 
 
 class RandomSpeed(_PerStemAugment):
@@ -283,12 +330,13 @@ class RandomSpeed(_PerStemAugment):
         if any(f <= 0 for f in factors):
             raise ConfigError(f"speed_factors: {list(factors)} must be > 0")
         super().__init__(factors, p, "speed")
+        self.resample = _resamplers([_ratio(o) for o in self.options])
 
     def identity(self, option: float) -> bool:
         return _ratio(option) == 1
 
     def apply(self, x: torch.Tensor, option: float) -> torch.Tensor:
-        return _resample(x, _ratio(option), x.shape[-1])
+        return _run(self.resample[_key(_ratio(option))], x, x.shape[-1])
 
 
 class DeviceAugment(nn.Module):

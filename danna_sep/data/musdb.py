@@ -11,8 +11,9 @@ Two layouts are read, both with pip wheels only (soundfile for wav, PyAV for mp4
     root/test/<Track>/...
     root/valid/<Track>/...   (optional: a validation folder, e.g. the synthetic dataset's)
 
-``mixture.wav`` is optional in the wav layout (Σ stems stands in for it). Every file must be 44.1 kHz,
-mono or stereo (mono is duplicated), and all files of a track must have the same length.
+``mixture.wav`` is optional in the wav layout (Σ stems stands in for it). Every file must be 44.1 kHz and all
+files of a track must have the same length; channels follow :func:`danna_sep.audio.to_stereo` (mono is
+duplicated, more than two are downmixed). Wav files are read with :func:`danna_sep.audio.read_frames`.
 
 Splits: ``valid`` is ``root/valid`` when that folder exists, else the tracks of ``root/train`` named in the
 official MUSDB validation list (``musdb_valid.txt``, 14 tracks). ``train`` is ``root/train`` *without* the
@@ -38,12 +39,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
-import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
 from .. import SAMPLE_RATE, SOURCES
-from ..errors import ConfigError, DatasetError
+from ..audio import audio_info, read_frames, to_stereo
+from ..errors import AudioError, ConfigError, DatasetError
 
 MIXTURE = "mixture"
 STEM_SUFFIX = ".stem.mp4"
@@ -67,25 +68,12 @@ def official_valid_tracks() -> list[str]:
 # reading
 
 
-def _to_stereo(audio: np.ndarray, where: str) -> np.ndarray:
-    """(channels, samples) with 1 or 2 channels → (2, samples)."""
-    if audio.shape[0] == 1:
-        return np.repeat(audio, 2, axis=0)
-    if audio.shape[0] != 2:
-        raise DatasetError(f"{where}: {audio.shape[0]} channels, expected mono or stereo")
-    return audio
-
-
-def read_wav(path: Path, start: int, frames: Optional[int]) -> np.ndarray:
-    """``frames`` samples from ``start`` (all to the end if None), zero-filled past the end → (2, frames) float32."""
+def read_wav(path: Path, start: int, frames: int) -> np.ndarray:
+    """``frames`` samples from ``start``, zero-filled past the end → (2, frames) float32 (the project's channel policy)."""
     try:
-        if frames is None:
-            data, _ = sf.read(str(path), start=start, dtype="float32", always_2d=True)
-        else:
-            data, _ = sf.read(str(path), frames=frames, start=start, fill_value=0.0, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        raise DatasetError(f"{path}: cannot read: {exc}") from None
-    return _to_stereo(np.ascontiguousarray(data.T), str(path))
+        return read_frames(path, start, frames).numpy()
+    except AudioError as exc:
+        raise DatasetError(f"track {path.parent.name!r}: {exc}") from None
 
 
 def _frame_array(frame: Any, channels: int) -> np.ndarray:
@@ -133,7 +121,8 @@ def read_stem(path: Path, streams: Sequence[int], start: int, frames: Optional[i
                         break
                     if pos + n <= start:
                         continue
-                    arr = _to_stereo(_frame_array(frame, len(frame.layout.channels)), str(path))
+                    names = [ch.name for ch in frame.layout.channels]
+                    arr = to_stereo(torch.from_numpy(_frame_array(frame, len(names))), names).numpy()
                     s0, s1 = max(start, pos), min(start + length, pos + n)
                     out[k, :, s0 - start:s1 - start] = arr[:, s0 - pos:s1 - pos]
                 if len(done) == len(sts):
@@ -166,13 +155,18 @@ class Track:
     layout: str
     has_mixture: bool = True
 
-    def read(self, parts: Sequence[str], start: int = 0, frames: Optional[int] = None) -> np.ndarray:
-        """Read ``parts`` (names from ``mixture`` + SOURCES) → (len(parts), 2, frames) float32, zero-filled past the end."""
+    def read(
+        self, parts: Sequence[str], start: int = 0, frames: Optional[int] = None, out: Optional[np.ndarray] = None
+    ) -> np.ndarray:
+        """Read ``parts`` (names from ``mixture`` + SOURCES) → (len(parts), 2, frames) float32, zero-filled past
+        the end; into ``out`` when given (no extra copy)."""
         if frames is None:
             frames = max(self.frames - start, 0)
+        if out is None:
+            out = np.empty((len(parts), 2, frames), dtype=np.float32)
         if self.layout == "stem":
-            return read_stem(self.path, [STEM_STREAMS[p] for p in parts], start, frames)
-        out = np.empty((len(parts), 2, frames), dtype=np.float32)
+            out[:] = read_stem(self.path, [STEM_STREAMS[p] for p in parts], start, frames)
+            return out
         for k, part in enumerate(parts):
             if part == MIXTURE and not self.has_mixture:
                 out[k] = self.read(SOURCES, start, frames).sum(0)
@@ -181,11 +175,9 @@ class Track:
         return out
 
 
-def _check_rate_channels(where: str, rate: int, channels: int) -> None:
+def _check_rate(where: str, rate: int) -> None:
     if rate != SAMPLE_RATE:
         raise DatasetError(f"{where}: sample rate {rate} Hz, expected {SAMPLE_RATE} Hz (resample the dataset first)")
-    if channels not in (1, 2):
-        raise DatasetError(f"{where}: {channels} channels, expected mono or stereo")
 
 
 def _wav_track(folder: Path) -> Track:
@@ -197,10 +189,10 @@ def _wav_track(folder: Path) -> Track:
                 continue
             raise DatasetError(f"track {folder.name!r}: missing stem {path.name} in {folder}")
         try:
-            info = sf.info(str(path))
-        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-            raise DatasetError(f"track {folder.name!r}: cannot read {path}: {exc}") from None
-        _check_rate_channels(f"track {folder.name!r}: {path}", info.samplerate, info.channels)
+            info = audio_info(path)
+        except AudioError as exc:
+            raise DatasetError(f"track {folder.name!r}: cannot read {exc}") from None
+        _check_rate(f"track {folder.name!r}: {path}", info.sample_rate)
         lengths[path.name] = info.frames
     if len(set(lengths.values())) > 1:
         detail = ", ".join(f"{n} {f}" for n, f in lengths.items())
@@ -223,7 +215,7 @@ def _stem_track(path: Path) -> Track:
             lengths = {}
             for part, index in STEM_STREAMS.items():
                 st = streams[index]
-                _check_rate_channels(f"track {name!r}: {path} stream {index} ({part})", st.rate, st.channels)
+                _check_rate(f"track {name!r}: {path} stream {index} ({part})", st.rate)
                 lengths[part] = _stream_frames(st)
     except av.FFmpegError as exc:
         raise DatasetError(f"track {name!r}: cannot read {path}: {exc}") from None
@@ -455,9 +447,9 @@ class MUSDBDataset(Dataset):
                 track, start = picks[0]
                 stems = self.tracks[track].read(SOURCES, start, self.segment)
             else:
-                stems = np.stack([
-                    self.tracks[t].read((src,), start, self.segment)[0] for src, (t, start) in zip(SOURCES, picks)
-                ])
+                stems = np.empty((len(SOURCES), 2, self.segment), dtype=np.float32)
+                for k, (src, (t, start)) in enumerate(zip(SOURCES, picks)):
+                    self.tracks[t].read((src,), start, self.segment, out=stems[k:k + 1])
             mixture = None
         else:
             track, start = self.locate(index)

@@ -702,7 +702,7 @@ def make_synthetic_dataset(
     elif root.exists() and any(root.iterdir()) and not overwrite:
         raise DatasetError(f"{root} exists and is not empty; choose a new folder or pass overwrite=True (--force)")
     if overwrite and manifest_path.is_file():
-        manifest_path.unlink()
+        _remove_listed(root, manifest_path)
     root.mkdir(parents=True, exist_ok=True)
     total, done, described = sum(counts.values()), 0, {}
     for split, n in counts.items():
@@ -718,6 +718,19 @@ def make_synthetic_dataset(
     manifest = {"generator": "danna_sep.data.synth", "config": config, "tracks": described}
     manifest_path.write_text(json.dumps(manifest, indent=1))
     return root
+
+
+def _remove_listed(root: Path, manifest_path: Path) -> None:
+    """Delete the tracks an earlier manifest lists (and the manifest): never anything this module did not write."""
+    try:
+        old = json.loads(manifest_path.read_text())
+        listed = [(split, t["name"]) for split, tracks in old.get("tracks", {}).items() for t in tracks]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        listed = []
+    for split, name in listed:
+        if split in SPLIT_IDS and name == Path(name).name:
+            shutil.rmtree(root / split / name, ignore_errors=True)
+    manifest_path.unlink()
 
 
 def _complete(root: Path, counts: Mapping[str, int]) -> bool:
