@@ -14,6 +14,15 @@ REFERENCE_PARAMS = 15_676_652  # the original UNetAttn (k=12, max_bins 1487)
 TINY = dict(max_bins=60, k=2, d_model=8, n_heads=2, attn_channels=8)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The inputs here are tiny: one thread avoids OpenMP barrier waits when the CPU is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tiny() -> UNetAttn:
     torch.manual_seed(0)

@@ -31,14 +31,15 @@ class _D2Layer(nn.Module):
         # one conv makes this feature's contribution to this layer and to every later one
         self.conv = nn.Conv2d(in_channels, k * remaining, 3, padding=dilation, dilation=dilation, bias=False)
         self.norm = nn.BatchNorm2d(k)
-        self.act = nn.ReLU()
+        self.act = nn.ReLU(inplace=True)
 
     def forward(self, h: Tensor, acc: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
         y = self.conv(h)
         if acc is not None:
-            y = y + acc
-        out = self.act(self.norm(y[:, : self.k]))
-        return out, y[:, self.k :]
+            y += acc  # in place is safe: the conv's backward does not need its output
+        # split (not two slices) so the backward concatenates the two gradients instead of zero-filling twice
+        own, rest = y.split([self.k, y.shape[1] - self.k], 1)
+        return self.act(self.norm(own)), rest
 
 
 class D2Block(nn.Module):
@@ -93,5 +94,5 @@ class D3Block(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         features: List[Tensor] = [x]
         for block in self.blocks:
-            features.append(block(torch.cat(features, 1)))
+            features.append(block(torch.cat(features, 1) if len(features) > 1 else x))
         return torch.cat(features, 1)
