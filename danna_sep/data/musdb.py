@@ -108,21 +108,25 @@ def read_stem(path: Path, streams: Sequence[int], start: int, frames: Optional[i
             if target > 0:
                 container.seek(int(target / (sts[0].time_base * rate)), stream=sts[0], backward=True)
             slot = {st.index: k for k, st in enumerate(sts)}
-            done = set()
+            done: set[int] = set()
+            next_pos = [0] * len(sts)  # for frames without a timestamp: right after the previous one
             for packet in container.demux(sts):
                 k = slot.get(packet.stream.index)
                 if k is None or k in done:
                     continue
                 for frame in packet.decode():
-                    pos = int(round(frame.pts * frame.time_base * rate))
+                    pos = next_pos[k] if frame.pts is None else int(round(frame.pts * frame.time_base * rate))
                     n = frame.samples
+                    next_pos[k] = pos + n
                     if pos >= start + length:
                         done.add(k)
                         break
                     if pos + n <= start:
                         continue
                     names = [ch.name for ch in frame.layout.channels]
-                    arr = to_stereo(torch.from_numpy(_frame_array(frame, len(names))), names).numpy()
+                    arr = _frame_array(frame, len(names))
+                    if arr.shape[0] != 2:
+                        arr = to_stereo(torch.from_numpy(arr), names).numpy()
                     s0, s1 = max(start, pos), min(start + length, pos + n)
                     out[k, :, s0 - start:s1 - start] = arr[:, s0 - pos:s1 - pos]
                 if len(done) == len(sts):
@@ -402,6 +406,8 @@ class MUSDBDataset(Dataset):
     # -- epoch -----------------------------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
         """Select the random draws of ``epoch``; call before creating the epoch's DataLoader iterator."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
         self._epoch[0] = int(epoch)
 
     @property

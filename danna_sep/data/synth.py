@@ -31,7 +31,7 @@ import os
 import shutil
 import tempfile
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence, Union
 
@@ -483,7 +483,7 @@ def _render_parts(parts: Sequence[Part], frames: int, soundfont: Path) -> np.nda
     for part in parts:
         chan = 9 if part.drum else next(melodic)
         synth.control_change(chan, 121, 0)  # reset controllers (pitch bend, expression, …)
-        synth.program_select(chan, sfid, 128 if part.drum else 0, part.program, is_drums=part.drum)
+        _select(synth, sfid, chan, part)
         synth.control_change(chan, 7, 100)
         synth.control_change(chan, 10, part.pan)
         synth.pitchbend(chan, 8192)
@@ -507,6 +507,18 @@ def _render_parts(parts: Sequence[Part], frames: int, soundfont: Path) -> np.nda
     if pos < frames:
         synth.generate_simple(frames - pos, buffer=view[pos * 8:frames * 8])
     return out
+
+
+def _select(synth, sfid: int, chan: int, part: Part) -> None:
+    """Select the part's GM program (bank 128 for drum kits); a SoundFont without it falls back to preset 0."""
+    bank = 128 if part.drum else 0
+    for preset in (part.program, 0):
+        try:
+            synth.program_select(chan, sfid, bank, preset, is_drums=part.drum)
+            return
+        except RuntimeError:
+            continue
+    raise DatasetError(f"the SoundFont has no preset {part.program} nor 0 in bank {bank}")
 
 
 def _silence(synth) -> None:
