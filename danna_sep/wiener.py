@@ -175,11 +175,19 @@ def _solve(cxx: Tensor, x: Tensor, reg: float, eps: float) -> Tensor:
 
 
 def _wiener_update(
-    v: Tensor, scatter: Tensor, x: Tensor, eps: float, eps_item: Tensor, inv_scale2: Tensor, out_dtype: torch.dtype
+    v: Tensor,
+    scatter: Tensor,
+    x: Tensor,
+    eps: float,
+    eps_item: Tensor,
+    inv_scale2: Tensor,
+    out_dtype: torch.dtype,
+    out: Optional[Tensor],
 ) -> Tensor:
     """New estimates (B, S, C, F, T) of complex ``out_dtype`` from PSDs v (B, S, F, T) and packed scatter.
 
-    ``eps_item`` = eps·s² and ``inv_scale2`` = 1/s² per item, shaped (B, 1, 1) and (B, 1, 1, 1).
+    ``eps_item`` = eps·s² and ``inv_scale2`` = 1/s² per item, shaped (B, 1, 1) and (B, 1, 1, 1). The result is
+    written into ``out`` when one is given (not differentiable).
     """
     channels = x.shape[1]
     r = scatter / (v.sum(-1) + eps_item).unsqueeze(-1)  # packed spatial covariances (B, S, F, C²)
@@ -190,7 +198,10 @@ def _wiener_update(
     z = _solve(cxx, x, eps**0.5, eps)  # (B, C, F, T)
     real_dtype = torch.float64 if out_dtype == torch.complex128 else torch.float32
     spatial = _unpack_hermitian(r.to(real_dtype), channels)  # (B, S, F, C, C)
-    return torch.einsum("bsfcd,bdft->bscft", spatial, z.to(out_dtype)) * v.to(real_dtype).unsqueeze(2)
+    estimate = torch.einsum("bsfcd,bdft->bscft", spatial, z.to(out_dtype))
+    if out is None:
+        return estimate * v.to(real_dtype).unsqueeze(2)
+    return torch.mul(estimate, v.to(real_dtype).unsqueeze(2), out=out)
 
 
 def _initial_factors(
@@ -240,22 +251,25 @@ def _filter_bins(
     inv_scale2: Tensor,
     dtype: torch.dtype,
     out_dtype: torch.dtype,
+    out: Optional[Tensor],
 ) -> Tensor:
-    """The whole filter on a range of bins: mag (B, S, C|1, f, T) real, x (B, C, f, T) complex → (B, S(+1), C, f, T)."""
+    """The whole filter on a range of bins: mag (B, S, C|1, f, T) real, x (B, C, f, T) complex → (B, S(+1), C, f, T).
+
+    Written into ``out`` when one is given (not differentiable).
+    """
     complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
     x = x.to(complex_dtype)
     x_power = x.real.square() + x.imag.square()  # |x|²
     amp, unit, unit_power = _initial_factors(mag.to(dtype), x, x_power, softmask, residual, eps)
     if iterations == 0:
-        return (amp * unit.unsqueeze(1)).to(out_dtype)
+        if out is None:
+            return (amp * unit.unsqueeze(1)).to(out_dtype)
+        return torch.mul(amp, unit.unsqueeze(1), out=out)
     v, scatter = _moments_factored(amp, unit, unit_power)
-    y = _wiener_update(v, scatter, x, eps, eps_item, inv_scale2, complex_dtype if iterations > 1 else out_dtype)
     for it in range(1, iterations):
+        y = _wiener_update(v, scatter, x, eps, eps_item, inv_scale2, complex_dtype, None)
         v, scatter = _moments(y)
-        y = _wiener_update(
-            v, scatter, x, eps, eps_item, inv_scale2, complex_dtype if it < iterations - 1 else out_dtype
-        )
-    return y
+    return _wiener_update(v, scatter, x, eps, eps_item, inv_scale2, out_dtype, out)
 
 
 def wiener(
@@ -298,17 +312,19 @@ def wiener(
     inv_scale2 = scale.square().reciprocal().reshape(-1, 1, 1, 1)
 
     step = _block_bins(batch, sources, channels, bins, frames, x.device)
-    if step == bins:
+    # without autograd the last product is written straight into the result (saves a pass over it)
+    in_place = not (torch.is_grad_enabled() and (mag.requires_grad or x.requires_grad))
+    if step == bins and not in_place:
         # (the last product leaves a bins-major memory layout)
         out = _filter_bins(
-            mag, x, iterations, softmask, residual, e, eps_item, inv_scale2, dtype, mix_stft.dtype
+            mag, x, iterations, softmask, residual, e, eps_item, inv_scale2, dtype, mix_stft.dtype, None
         ).contiguous()
     else:
         # bins are independent given the per-item scale: filter them block by block
         out = torch.empty([batch, sources, channels, bins, frames], dtype=mix_stft.dtype, device=x.device)
         for start in range(0, bins, step):
             stop = min(start + step, bins)
-            out[:, :, :, start:stop] = _filter_bins(
+            block = _filter_bins(
                 mag[:, :, :, start:stop],
                 x[:, :, start:stop],
                 iterations,
@@ -319,7 +335,10 @@ def wiener(
                 inv_scale2,
                 dtype,
                 mix_stft.dtype,
+                out[:, :, :, start:stop] if in_place else None,
             )
+            if not in_place:
+                out[:, :, :, start:stop] = block
     return out.reshape(lead + [sources, channels, bins, frames])
 
 
@@ -343,18 +362,15 @@ def wiener_windowed(
         raise ValueError(f"window must be >= 1 frame, got {window}")
     _check_inputs(mag_estimates, mix_stft, iterations, dtype)
     frames = mix_stft.shape[-1]
-    blocks: List[Tensor] = []
+    if frames <= window:
+        return wiener(mag_estimates, mix_stft, iterations, softmask, residual, eps, dtype)
+    shape = list(mag_estimates.shape[:-3]) + list(mix_stft.shape[-3:])
+    shape[-4] += 1 if residual else 0
+    # filled block by block, so that only one block's EM state exists at a time
+    out = torch.empty(shape, dtype=mix_stft.dtype, device=mix_stft.device)
     for start in range(0, frames, window):
         stop = min(start + window, frames)
-        blocks.append(
-            wiener(
-                mag_estimates[..., start:stop],
-                mix_stft[..., start:stop],
-                iterations,
-                softmask,
-                residual,
-                eps,
-                dtype,
-            )
+        out[..., start:stop] = wiener(
+            mag_estimates[..., start:stop], mix_stft[..., start:stop], iterations, softmask, residual, eps, dtype
         )
-    return torch.cat(blocks, dim=-1)
+    return out
