@@ -189,6 +189,13 @@ def test_windowed_equals_per_block_calls(window):
         torch.testing.assert_close(out, wiener(mag, mix, 2, residual=True), rtol=0, atol=0)
 
 
+def test_windowed_is_differentiable():
+    mag, mix = random_inputs((), 2, 2, 3, 5, peak=3.0, seed=4)
+    mag = (mag + 0.1).requires_grad_()
+    mix = mix.requires_grad_()
+    assert torch.autograd.gradcheck(lambda m, x: wiener_windowed(m, x, 1, window=2), (mag, mix), fast_mode=True)
+
+
 @pytest.mark.parametrize("lead", [(), (3,), (2, 2)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("residual", [False, True])
