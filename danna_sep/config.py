@@ -239,8 +239,13 @@ def _annotation_adapter(annotation: Any) -> Optional[TypeAdapter]:
         return None
 
 
-def check_args(cls: Callable, args: Mapping[str, Any], where: str, supplied: Iterable[str] = ()) -> list[str]:
-    """Problems with ``args`` for ``cls(...)``: unknown names, missing required ones, wrong types."""
+def check_args(
+    cls: Callable, args: Mapping[str, Any], where: str, supplied: Iterable[str] = (), optional: Iterable[str] = ()
+) -> list[str]:
+    """Problems with ``args`` for ``cls(...)``: unknown names, missing required ones, wrong types.
+
+    ``supplied``: parameters the caller passes itself (not allowed in ``args``); ``optional``: required parameters
+    that may be missing from ``args`` because the caller fills them in."""
     problems = []
     if isinstance(cls, type) and cls.__init__ in (object.__init__, _module_init()):
         params, takes_kwargs = {}, False  # a class without its own constructor takes no arguments
@@ -275,7 +280,7 @@ def check_args(cls: Callable, args: Mapping[str, Any], where: str, supplied: Ite
         else:
             problems.append(f"{where}.{key}: expected {_type_name(hints[key])}, got {value!r}")
     for name, p in params.items():
-        if p.default is p.empty and name not in args and name not in supplied and name != "self":
+        if p.default is p.empty and name not in args and name not in supplied and name not in optional:
             problems.append(f"{where}.{name}: missing required argument of {cls.__name__}")
     return problems
 
@@ -391,7 +396,9 @@ def _check_semantics(cfg: dict[str, Any]) -> list[str]:
         where = f"dataset.{split}"
         ds_cls = _lookup(lambda n: dataset_class(n, f"{where}.type"), cfg["dataset"][split]["type"], problems)
         if ds_cls is not None:
-            problems += check_args(ds_cls, cfg["dataset"][split]["args"], f"{where}.args")
+            # the root may also come from --root or $MUSDB_ROOT: null or absent is fine here
+            args = {k: v for k, v in cfg["dataset"][split]["args"].items() if not (k == "root" and v is None)}
+            problems += check_args(ds_cls, args, f"{where}.args", optional=("root",))
 
     if cfg["device_augment"]["enabled"]:
         try:
