@@ -29,13 +29,15 @@ from danna_sep.data import DeviceAugment, MUSDBDataset, make_synthetic_dataset
 SR = 44100
 
 
-def best_of(fn, repeat: int) -> float:
-    times = []
+def best_of(fn, repeat: int) -> tuple[float, float]:
+    """Best wall and best CPU seconds of ``repeat`` runs (CPU time is steadier on a shared machine)."""
+    walls, cpus = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        w, c = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        walls.append(time.perf_counter() - w)
+        cpus.append(time.process_time() - c)
+    return min(walls), min(cpus)
 
 
 def original_fastmusdb(root: Path, seq: float, items: int) -> None:
@@ -104,19 +106,21 @@ def main() -> None:
                                                                   args.repeat)))
             except Exception as exc:  # the peer needs ffmpeg binaries
                 print(f"musdb peer skipped: {exc}")
-        ours = rows[0][1]
+        ours = rows[0][1][0]
         print(f"\ntraining items ({args.seq:g} s, 4 stems from random tracks, one process), best of {args.repeat}:")
-        print(f"{'loader':30s} {'items/s':>9s} {'ms/item':>9s} {'vs danna_sep':>13s}")
-        for name, t in rows:
-            print(f"{name:30s} {args.items / t:9.1f} {1000 * t / args.items:9.1f} {ours / t:12.2f}×")
+        print(f"{'loader':30s} {'items/s':>9s} {'ms/item':>9s} {'CPU ms/item':>12s} {'speed vs danna_sep':>19s}")
+        for name, (wall, cpu) in rows:
+            # the musdb peer decodes in ffmpeg child processes: its CPU column misses their time
+            print(f"{name:30s} {args.items / wall:9.1f} {1000 * wall / args.items:9.1f} "
+                  f"{1000 * cpu / args.items:12.1f} {ours / wall:18.2f}×")
 
     batch = torch.randn(4, 4, 2, int(args.seq * SR), generator=torch.Generator().manual_seed(0)) * 0.1
     aug = DeviceAugment()
     gen = torch.Generator().manual_seed(0)
     aug(batch, gen)  # warm-up (kernels, allocator)
-    t = best_of(lambda: [aug(batch, gen) for _ in range(5)], args.repeat) / 5
+    t = best_of(lambda: [aug(batch, gen) for _ in range(5)], args.repeat)[0] / 5
     full = DeviceAugment(pitch_p=1.0, speed_p=1.0)
-    t_full = best_of(lambda: full(batch, gen), args.repeat)
+    t_full = best_of(lambda: full(batch, gen), args.repeat)[0]
     print(f"\ndevice augmentation on CPU (1 thread), batch 4 × 4 stems × {args.seq:g} s: "
           f"{1000 * t:.0f} ms/batch at p=.2 (default), {1000 * t_full:.0f} ms/batch with every stem shifted and sped")
 
