@@ -60,7 +60,7 @@ from .config import (
     scheduler_class,
     validate_config,
 )
-from .errors import CheckpointError, ConfigError, DatasetError
+from .errors import CheckpointError, ConfigError, DannaError, DatasetError
 
 CHECKPOINT_VERSION = 1
 PathLike = Union[str, os.PathLike]
@@ -832,6 +832,9 @@ class Trainer:
         self.module.train()
         with _StopFlag() as stop:
             while self.epoch < epochs:
+                if max_steps is not None and self.step >= max_steps:
+                    result.last_checkpoint = self.save_last()
+                    break
                 t0 = time.perf_counter()
                 if hasattr(self.train_set, "set_epoch"):
                     self.train_set.set_epoch(self.epoch)
@@ -1000,6 +1003,9 @@ def train(
     kwargs = dict(root=root, checkpoint=checkpoint, weights=weights, partial_weights=partial_weights,
                   workdir=workdir, max_steps=max_steps, verbose=verbose, progress=progress,
                   tensorboard=tensorboard, train_set=train_set, valid_set=valid_set)
+    for split, given in (("train", train_set), ("valid", valid_set)):
+        if given is None:  # fail here, before any worker starts
+            dataset_root(cfg["dataset"][split]["args"], root, f"dataset.{split}")
     if device_ids is not None and len(device_ids) > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return _spawn(cfg, list(device_ids), kwargs)
     if device_ids:
@@ -1059,7 +1065,11 @@ def _spawn_worker(rank: int, world: int, port: int, device_ids: list[int], cfg: 
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     device = device_ids[rank] if torch.cuda.is_available() else None
-    result = _run_distributed(cfg, device, kwargs)
+    try:
+        result = _run_distributed(cfg, device, kwargs)
+    except DannaError as exc:  # a user error: the parent re-raises it as such (not as a worker traceback)
+        torch.save({"error": type(exc).__name__, "message": str(exc)}, f"{result_path}.{rank}.error")
+        raise
     if rank == 0:
         torch.save(result.__dict__, result_path)
 
@@ -1085,6 +1095,9 @@ def _spawn(cfg: Mapping[str, Any], device_ids: list[int], kwargs: dict[str, Any]
             try:
                 while not ctx.join():
                     pass
+            except mp.ProcessRaisedException:
+                _raise_worker_error(result_path, world)
+                raise
             finally:
                 if prev_term is not None:
                     signal.signal(signal.SIGTERM, prev_term)
@@ -1093,6 +1106,17 @@ def _spawn(cfg: Mapping[str, Any], device_ids: list[int], kwargs: dict[str, Any]
                 signal.signal(signal.SIGINT, previous)
         data = torch.load(result_path, weights_only=False)
     return TrainResult(**data)
+
+
+def _raise_worker_error(result_path: str, world: int) -> None:
+    from . import errors
+
+    for rank in range(world):
+        path = f"{result_path}.{rank}.error"
+        if os.path.exists(path):
+            info = torch.load(path, weights_only=True)
+            cls = getattr(errors, info["error"], DannaError)
+            raise cls(info["message"]) from None
 
 
 def config_path(name: str) -> Path:

@@ -11,6 +11,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import os
 
 HELP = "train a model from a config (checkpoints in saved/, TensorBoard logs in runs/)"
 
@@ -56,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if result.interrupted:
         return 130
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return 0
     if result.best_checkpoint is not None:
         print(f"best: {result.best_checkpoint} (avg SDR {result.best_score:.3f} dB)")
     if result.last_checkpoint is not None:
