@@ -1,0 +1,95 @@
+"""CPU time of the full-size DemucsSplit against PyPI demucs's ``demucs.demucs.Demucs(channels=48, depth=6)``.
+
+Both models run in the same process, interleaved repeat by repeat so that CPU noise from other jobs hits both:
+- ``inference``: 10 s of stereo at 44.1 kHz, batch 1, ``torch.inference_mode``;
+- ``train step``: batch 1 × 6 s, AMP off: forward, L1 loss against random stems, backward, Adam step.
+
+The peer is the same family (v3-era Demucs: GELU, DConv branches with local attention and small LSTMs, group
+norm at the two deepest levels) with one shared decoder and no bottleneck BiLSTM; ours has the big 2-layer
+BiLSTM (94 M of its 192 M parameters) and four decoders. ``ratio`` is ours / peer (target ≤ 1.3).
+
+    .venv/bin/python benchmarks/bench_demucs.py [--repeat 3] [--threads N] [--infer-seconds 10] [--train-seconds 6]
+"""
+import argparse
+import time
+
+import torch
+
+SAMPLE_RATE = 44100
+
+
+def build_models():
+    from demucs.demucs import Demucs
+
+    from danna_sep import SOURCES
+    from danna_sep.models.demucs import DemucsSplit
+
+    torch.manual_seed(0)
+    return {"DemucsSplit": DemucsSplit(), "demucs.Demucs": Demucs(sources=list(SOURCES), channels=48, depth=6)}
+
+
+def time_inference(model: torch.nn.Module, mix: torch.Tensor) -> float:
+    model.eval()
+    with torch.inference_mode():
+        start = time.perf_counter()
+        model(mix)
+        return time.perf_counter() - start
+
+
+def time_train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, mix: torch.Tensor,
+                    stems: torch.Tensor) -> float:
+    model.train()
+    start = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    loss = (model(mix) - stems).abs().mean()
+    loss.backward()
+    optimizer.step()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per case and model (min reported)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--infer-seconds", type=float, default=10.0)
+    parser.add_argument("--train-seconds", type=float, default=6.0)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    models = build_models()
+    optimizers = {name: torch.optim.Adam(m.parameters(), lr=3e-4) for name, m in models.items()}
+    gen = torch.Generator().manual_seed(0)
+    mix_infer = torch.randn(1, 2, int(args.infer_seconds * SAMPLE_RATE), generator=gen)
+    train_len = int(args.train_seconds * SAMPLE_RATE)
+    stems = 0.5 * torch.randn(1, 4, 2, train_len, generator=gen)
+    mix_train = stems.sum(dim=1)
+
+    cases = {
+        f"inference {args.infer_seconds:g} s": lambda name: time_inference(models[name], mix_infer),
+        f"train step 1x{args.train_seconds:g} s": lambda name: time_train_step(
+            models[name], optimizers[name], mix_train, stems),
+    }
+    times = {(case, name): [] for case in cases for name in models}
+    for case, run in cases.items():
+        for name in models:  # warm-up (allocator, Adam state)
+            run(name)
+        for _ in range(args.repeat):
+            for name in models:
+                times[case, name].append(run(name))
+
+    print(f"CPU, {torch.get_num_threads()} threads, batch 1, min of {args.repeat} interleaved runs")
+    params = {name: sum(p.numel() for p in m.parameters()) for name, m in models.items()}
+    print("parameters: " + ", ".join(f"{name} {n:,}" for name, n in params.items()))
+    ours, peer = models
+    header = f"{'case':<22} {ours + ' s':>14} {peer + ' s':>16} {'ratio':>6}"
+    print(header)
+    print("-" * len(header))
+    for case in cases:
+        a, b = min(times[case, ours]), min(times[case, peer])
+        print(f"{case:<22} {a:>14.2f} {b:>16.2f} {a / b:>6.2f}")
+    print("times are noisy when other jobs share the CPU; the min is the least disturbed run")
+
+
+if __name__ == "__main__":
+    main()

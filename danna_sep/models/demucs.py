@@ -1,0 +1,233 @@
+"""DemucsSplit: a Demucs (v2 style) waveform U-Net whose decoder is four independent per-source decoders.
+
+Data flow for a mixture ``(batch, channels, L)`` (reference configuration in brackets)::
+
+    standardise by the mixture's mean/std ─▶ zero-pad (centred) to a valid length ─▶ ×2 sinc up-sampling
+    ─▶ encoder: depth × [Conv1d(k 8, stride 4) ─ ReLU ─ Conv1d(1×1, ×2) ─ GLU]      (48 … 1536 channels)
+    ─▶ BiLSTM (2 layers, hidden = deepest width) ─ Linear(2·C → sources·C/2)        (3072 → 3072)
+    ─▶ decoder: depth × per-source [grouped Conv1d(k3) + dense skip Conv1d(k3) ─ GLU ─ grouped ConvTranspose1d]
+    ─▶ ÷2 sinc down-sampling ─▶ crop the padding ─▶ undo the standardisation ─▶ (batch, sources, channels, L)
+
+Every decoder convolution is grouped by source, so source ``j`` is computed from the shared encoder skips and
+the ``j``-th quarter of the LSTM projection only; its per-source widths after the GLU are half the encoder widths
+(768 … 24). Unlike the original, the input is padded to a length the strided convolutions divide exactly and the
+output is cropped back, so the output has exactly the input's length for any ``L ≥ 1`` and no trailing samples
+lose their estimate. With exact lengths every skip matches its decoder input; skips are still centre-trimmed so
+that any mismatch would stay centred instead of shifting the estimate.
+"""
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import julius
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import SOURCES
+from ..errors import ConfigError
+
+def standardize(mix: Tensor, eps: float = 1e-5) -> Tuple[Tensor, Tensor, Tensor]:
+    """Standardise each example by the mean and (unbiased) std of its channel-averaged signal.
+
+    ``mix (batch, channels, samples)`` → ``(z, mean, std)`` with ``z`` of the same shape and ``mean``, ``std``
+    of shape ``(batch, 1, 1)``; ``std`` already includes ``eps``, which keeps silence finite (and is the one
+    departure from scale-equivariance). A single sample has std 0, not NaN.
+    """
+    mono = mix.mean(dim=1, keepdim=True)
+    mean = mono.mean(dim=-1, keepdim=True)
+    dof = max(mix.shape[-1] - 1, 1)
+    std = ((mono - mean).square().sum(dim=-1, keepdim=True) / dof).sqrt() + eps
+    return (mix - mean) / std, mean, std
+
+
+def destandardize(stems: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """Inverse of :func:`standardize` for ``stems (batch, sources, channels, samples)`` (``mean``, ``std`` ``(batch, 1, 1)``)."""
+    return stems * std.unsqueeze(1) + mean.unsqueeze(1)
+
+
+def center_trim(x: Tensor, length: int) -> Tensor:
+    """Crop ``x (..., T ≥ length)`` to its central ``length`` samples (the extra sample, if odd, goes at the end)."""
+    delta = x.shape[-1] - length
+    return x[..., delta // 2 : delta // 2 + length]
+
+
+def rescale_conv_(conv: nn.Module, reference: float) -> None:
+    """Demucs' init: divide weight and bias by ``sqrt(std(weight) / reference)`` (pulls the weight std towards ``reference``)."""
+    with torch.no_grad():
+        scale = (conv.weight.std() / reference).sqrt()
+        conv.weight.div_(scale)
+        if conv.bias is not None:
+            conv.bias.div_(scale)
+
+
+class BLSTM(nn.Module):
+    """Bidirectional LSTM over time followed by a linear projection.
+
+    ``(batch, dim, frames)`` → ``(batch, out_features, frames)``.
+    """
+
+    def __init__(self, dim: int, layers: int, out_features: int):
+        super().__init__()
+        self.lstm = nn.LSTM(input_size=dim, hidden_size=dim, num_layers=layers, bidirectional=True)
+        self.linear = nn.Linear(2 * dim, out_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.permute(2, 0, 1)  # time-major (frames, batch, dim)
+        x = self.lstm(x)[0]
+        return self.linear(x).permute(1, 2, 0)
+
+
+class DecoderLevel(nn.Module):
+    """One decoder level: ``sources`` independent decoders sharing the encoder's skip at this level.
+
+    ``forward(x, skip)``: ``x (batch, sources·width, T)`` (each source's own features, source-major) and
+    ``skip (batch, channels, T)`` → ``(batch, sources·out_per_source, (T − 1)·stride + kernel)``.
+    ``width = channels // 2`` is the per-source width after the GLU.
+    """
+
+    def __init__(self, sources: int, channels: int, out_per_source: int, kernel_size: int, stride: int, last: bool):
+        super().__init__()
+        self.sources = sources
+        self.width = channels // 2
+        hidden = sources * 2 * self.width
+        # each source: its own width → 2·width (GLU input); the skip is shared, so that conv is dense
+        self.pre_conv = nn.Conv1d(sources * self.width, hidden, 3, padding=1, groups=sources)
+        self.skip_conv = nn.Conv1d(channels, hidden, 3, padding=1, bias=False)
+        self.deconv = nn.ConvTranspose1d(sources * self.width, sources * out_per_source, kernel_size, stride,
+                                         groups=sources)
+        self.last = last
+
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        h = self.pre_conv(x) + self.skip_conv(skip)
+        batch, _, frames = h.shape
+        # GLU within each source's block of 2·width channels
+        h = F.glu(h.view(batch, self.sources, 2 * self.width, frames), dim=2)
+        h = self.deconv(h.reshape(batch, self.sources * self.width, frames))
+        if not self.last:
+            h = F.relu(h)
+        return h
+
+
+class DemucsSplit(nn.Module):
+    """Demucs (v2 style) with one decoder per source.
+
+    Args:
+        sources: number of sources (4: drums, bass, other, vocals).
+        audio_channels: channels of the mixture and of each estimate.
+        channels: width of the first encoder level; level ``i`` has ``int(channels · growth**i)``.
+        depth: encoder/decoder levels.
+        kernel_size, stride: of the strided encoder convolutions and the transposed decoder convolutions.
+        growth: width factor between levels.
+        lstm_layers: stacked BiLSTM layers in the bottleneck (0 = none; the encoder's output is then split
+            per source by the same linear projection).
+        rescale: reference std of the :func:`rescale_conv_` init (0 = PyTorch's default init).
+        resample: up-sample the input ×2 before the encoder and down-sample ÷2 after the decoder.
+
+    ``forward``: waveform ``(batch, audio_channels, samples)`` → estimates ``(batch, sources, audio_channels,
+    samples)`` with exactly the input's number of samples, sources in the order drums, bass, other, vocals.
+    """
+
+    domain = "waveform"
+
+    def __init__(
+        self,
+        sources: int = len(SOURCES),
+        audio_channels: int = 2,
+        channels: int = 48,
+        depth: int = 6,
+        kernel_size: int = 8,
+        stride: int = 4,
+        growth: float = 2.0,
+        lstm_layers: int = 2,
+        rescale: float = 0.1,
+        resample: bool = True,
+    ):
+        super().__init__()
+        for name, value, low in (("sources", sources, 1), ("audio_channels", audio_channels, 1),
+                                 ("channels", channels, 2), ("depth", depth, 1), ("stride", stride, 1),
+                                 ("lstm_layers", lstm_layers, 0)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"DemucsSplit.{name}: expected an integer >= {low}, got {value!r}")
+        if not isinstance(kernel_size, int) or kernel_size < stride:
+            raise ConfigError(f"DemucsSplit.kernel_size: expected an integer >= stride ({stride}), got {kernel_size!r}")
+        if growth < 1:
+            raise ConfigError(f"DemucsSplit.growth: expected >= 1, got {growth!r}")
+        if rescale < 0:
+            raise ConfigError(f"DemucsSplit.rescale: expected >= 0 (0 = off), got {rescale!r}")
+        self.sources = sources
+        self.audio_channels = audio_channels
+        self.depth = depth
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.resample = resample
+
+        widths = [int(channels * growth**i) for i in range(depth)]
+        self.encoder = nn.ModuleList()
+        in_channels = audio_channels
+        for width in widths:
+            self.encoder.append(nn.Sequential(
+                nn.Conv1d(in_channels, width, kernel_size, stride), nn.ReLU(),
+                nn.Conv1d(width, 2 * width, 1), nn.GLU(dim=1),
+            ))
+            in_channels = width
+
+        deepest = widths[-1]
+        bottleneck_out = sources * (deepest // 2)  # every source's decoder input, source-major
+        self.lstm = BLSTM(deepest, lstm_layers, bottleneck_out) if lstm_layers else None
+        self.linear = None if lstm_layers else nn.Conv1d(deepest, bottleneck_out, 1)
+
+        # deepest level first, in the order the forward pass uses them
+        self.decoder = nn.ModuleList()
+        for level in reversed(range(depth)):
+            out_per_source = audio_channels if level == 0 else widths[level - 1] // 2
+            self.decoder.append(DecoderLevel(sources, widths[level], out_per_source, kernel_size, stride, level == 0))
+
+        if resample:
+            self.upsample = julius.ResampleFrac(1, 2)
+            self.downsample = julius.ResampleFrac(2, 1)
+        else:
+            self.upsample = nn.Identity()
+            self.downsample = nn.Identity()
+
+        if rescale:
+            for module in self.modules():
+                if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d)):
+                    rescale_conv_(module, rescale)
+
+    @torch.jit.export
+    def valid_length(self, length: int) -> int:
+        """Smallest input length ``≥ length`` that every strided convolution divides exactly (at least one frame deep)."""
+        factor = 2 if self.resample else 1
+        frames = length * factor
+        for _ in range(self.depth):
+            # ceil((frames − kernel) / stride) + 1, at least 1
+            frames = max(1, -((self.kernel_size - frames) // self.stride) + 1)
+        for _ in range(self.depth):
+            frames = (frames - 1) * self.stride + self.kernel_size
+        return -(-frames // factor)
+
+    def forward(self, mix: Tensor) -> Tensor:
+        if mix.dim() != 3 or mix.shape[1] != self.audio_channels:
+            raise ValueError(f"DemucsSplit expects (batch, {self.audio_channels}, samples), got {list(mix.shape)}")
+        batch, _, length = mix.shape
+        x, mean, std = standardize(mix)
+        delta = self.valid_length(length) - length
+        x = F.pad(x, (delta // 2, delta - delta // 2))
+        x = self.upsample(x)
+
+        skips: List[Tensor] = []
+        for encode in self.encoder:
+            x = encode(x)
+            skips.append(x)
+        if self.lstm is not None:
+            x = self.lstm(x)
+        elif self.linear is not None:
+            x = self.linear(x)
+        for decode in self.decoder:
+            skip = skips.pop()
+            x = decode(x, center_trim(skip, x.shape[-1]))
+
+        x = self.downsample(x)
+        x = x[..., delta // 2 : delta // 2 + length]
+        return destandardize(x.reshape(batch, self.sources, self.audio_channels, length), mean, std)
