@@ -85,6 +85,8 @@ class CombinationLoss(nn.Module):
             raise ValueError(f"mask {list(mask.shape)} does not match mix_stft {list(mix_stft.shape)}")
         if stems.shape[:3] != mask.shape[:3] or mix.shape != stems.shape[:1] + stems.shape[2:]:
             raise ValueError(f"stems {list(stems.shape)} / mix {list(mix.shape)} do not match mask {list(mask.shape)}")
+        # masks from an autocast (half-precision) forward: complex half is not supported, so compute in fp32/fp64
+        mask = mask.to(torch.float64 if mix_stft.dtype == torch.complex128 else torch.float32)
         est_stft = self.estimate(mask, mix_stft)
         loss_f = self.frequency_term(est_stft, self.stft(stems))
         est = self.stft.inverse(est_stft, stems.shape[-1])

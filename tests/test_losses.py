@@ -15,7 +15,8 @@ N_FFT, HOP = 512, 128  # small STFT: same code paths, fast tests
 
 def _batch(batch=2, length=4000, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
-    stems = torch.randn(batch, 4, 2, length, generator=g, dtype=dtype) * torch.tensor([1.0, 0.5, 0.3, 0.8], dtype=dtype)[:, None, None]
+    gains = torch.tensor([1.0, 0.5, 0.3, 0.8], dtype=dtype)[:, None, None]
+    stems = torch.randn(batch, 4, 2, length, generator=g, dtype=dtype) * gains
     mix = stems.sum(1)
     mix_stft = STFT(N_FFT, HOP)(mix)
     mask = torch.rand((batch, 4) + mix_stft.shape[1:], generator=g, dtype=dtype)

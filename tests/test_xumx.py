@@ -237,7 +237,8 @@ def test_full_size_checkpoint_converts():
     n = sum(v.numel() for k, v in ckpt["model"].items() if "running" not in k and "num_batches" not in k)
     assert n == 35_573_392
     # drums is Asteroid's 2nd source and our slot 0
-    torch.testing.assert_close(ckpt["model"]["decoder2.weight"][0], package["state_dict"]["layer_dec.drums.dec.3.weight"])
+    drums = package["state_dict"]["layer_dec.drums.dec.3.weight"]
+    torch.testing.assert_close(ckpt["model"]["decoder2.weight"][0], drums)
 
 
 def _edited(asteroid_small, edit):

@@ -73,7 +73,7 @@ def _load_failure(exc: Exception) -> str:
 
 
 def convert_asteroid_xumx(package: Mapping[str, Any], name: str = "checkpoint") -> Dict[str, Any]:
-    """Asteroid's serialised XUMX dict → ``{"model": X_UMX state_dict, "config": {"arch": ...}, "converted_from": ...}``."""
+    """Asteroid's serialised XUMX dict → ``{"model": state_dict, "config": {"arch": ...}, "converted_from": ...}``."""
     if not isinstance(package, Mapping) or "state_dict" not in package or "model_args" not in package:
         found = sorted(package) if isinstance(package, Mapping) else type(package).__name__
         raise CheckpointError(
@@ -185,7 +185,9 @@ def _conversion_plan(model: torch.nn.Module, by_source: Dict[str, int]) -> Dict[
     return plan
 
 
-def _check_keys(state: Mapping[str, Any], expected: Dict[str, Tuple[int, ...]], arch: Dict[str, Any], name: str) -> None:
+def _check_keys(
+    state: Mapping[str, Any], expected: Dict[str, Tuple[int, ...]], arch: Dict[str, Any], name: str
+) -> None:
     """Raise :class:`CheckpointError` listing every missing, unexpected and mis-shaped key of ``state``."""
     shapes = dict(expected)
     shapes.update({k: (arch["n_fft"],) for k in _WINDOW_KEYS if k in state})
