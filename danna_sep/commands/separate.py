@@ -1,0 +1,289 @@
+"""``danna separate`` (= ``danna-sep``): separate songs into drums, bass, other and vocals.
+
+Inputs are files or folders (searched recursively for audio files). Stems go to
+``{outdir}/{filename}`` with the template's ``{track}`` (input name without extension), ``{trackext}``,
+``{stem}`` and ``{ext}``. Existing files are never replaced without ``--force``; every file is written atomically.
+A file that fails is reported and the others go on; the exit status is 1 if any failed.
+"""
+from __future__ import annotations
+
+import argparse
+import string
+import sys
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from .. import SOURCES
+from ..errors import ConfigError, DannaError
+
+HELP = "separate songs into drums, bass, other and vocals (also available as `danna-sep`)"
+
+DEFAULT_TEMPLATE = "{track}/{stem}.{ext}"
+_PLACEHOLDERS = {"track", "trackext", "stem", "ext"}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                        help="audio files (wav, flac, mp3, ogg, aiff, m4a, mp4, …) or folders to search")
+    out = parser.add_argument_group("output")
+    out.add_argument("-o", "--outdir", type=Path, default=Path("."), metavar="DIR",
+                     help="folder for the stems (default: the current folder)")
+    out.add_argument("--filename", default=DEFAULT_TEMPLATE, metavar="TEMPLATE",
+                     help="path of each stem under DIR; placeholders {track}, {trackext}, {stem}, {ext} "
+                          f"(default: {DEFAULT_TEMPLATE})")
+    out.add_argument("--stems", metavar="LIST", help=f"comma-separated subset of {','.join(SOURCES)} to write")
+    out.add_argument("--two-stems", metavar="SOURCE",
+                     help="write SOURCE and the sum of the others (vocals → vocals + accompaniment, "
+                          "other sources → SOURCE + no_SOURCE)")
+    fmt = out.add_mutually_exclusive_group()
+    fmt.add_argument("--int24", action="store_true", help="24-bit integer samples (default 16-bit)")
+    fmt.add_argument("--float32", action="store_true", help="32-bit float WAV (never clips)")
+    out.add_argument("--flac", action="store_true", help="write FLAC instead of WAV (16- or 24-bit)")
+    out.add_argument("--keep-rate", action="store_true",
+                     help="write stems at the input's sample rate (default: 44100 Hz, the models' rate)")
+    out.add_argument("-f", "--force", action="store_true", help="overwrite existing output files")
+
+    models = parser.add_argument_group("models")
+    models.add_argument("--checkpoints", type=Path, metavar="DIR",
+                        help="folder with xumx_mwf.pth (or xumx.onnx), unet_attention.pth, demucs_4_decoders.pth "
+                             "(default: $DANNA_CHECKPOINTS, else ~/danna-sep-checkpoints)")
+    models.add_argument("--fast", action="store_true", help="leave X-UMX out (U-Net + Demucs, the original fast blend)")
+    models.add_argument("--bag", type=Path, metavar="FILE",
+                        help="JSON blend: {\"models\": [...], \"weights\": models × sources}; overrides --fast")
+
+    quality = parser.add_argument_group("quality and speed")
+    quality.add_argument("--niter", type=int, default=1,
+                         help="Wiener EM iterations for the spectral models (default 1; 0 = plain masks)")
+    quality.add_argument("--shifts", type=int, default=1,
+                         help="average over N random shifts of the input (better, N times slower; default 1)")
+    quality.add_argument("--segment", type=float, metavar="SECONDS",
+                         help="segment length for every model (default: 512 frames ≈ 11.9 s for the spectral "
+                              "models, 10 s for Demucs)")
+    quality.add_argument("--overlap", type=float, default=0.25,
+                         help="fraction of a segment cross-faded with the next (default 0.25)")
+    quality.add_argument("--wiener-window", type=int, default=300, metavar="FRAMES",
+                         help="frames per Wiener block (default 300 ≈ 7 s; 0 = whole track, as the original)")
+    quality.add_argument("--no-split", action="store_true",
+                         help="run every model on the whole track at once (the original; memory grows with length)")
+    quality.add_argument("-d", "--device", default="auto", help="cpu, cuda, mps or auto (default)")
+    quality.add_argument("-j", "--jobs", type=int, default=1, help="files separated in parallel (default 1)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only errors")
+
+
+# ----------------------------------------------------------------------------------------------------- options
+
+
+def _check_template(template: str) -> None:
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as exc:
+        raise ConfigError(f"--filename {template!r}: {exc}") from None
+    unknown = fields - _PLACEHOLDERS
+    if unknown:
+        raise ConfigError(f"--filename: unknown placeholder(s) {sorted(unknown)}; use {{track}}, {{trackext}}, "
+                          "{stem}, {ext}")
+    if "stem" not in fields:
+        raise ConfigError("--filename must contain {stem}, or every stem would go to the same file")
+
+
+def _subtype(args: argparse.Namespace) -> Tuple[str, str]:
+    if args.flac and args.float32:
+        raise ConfigError("--float32 needs WAV: FLAC stores integers only (use --int24 for FLAC)")
+    subtype = "PCM_24" if args.int24 else "FLOAT" if args.float32 else "PCM_16"
+    return subtype, "flac" if args.flac else "wav"
+
+
+def _track_name(path: Path) -> Tuple[str, str]:
+    name = path.name
+    for suffix in (".stem.mp4", ".stem.m4a"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)], suffix[1:]
+    return path.stem, path.suffix.lstrip(".")
+
+
+def find_inputs(paths: List[Path], exclude: Optional[Path] = None) -> List[Path]:
+    """Files as given, folders searched recursively for audio files (sorted; hidden files and anything inside
+    ``exclude``, the output folder, are skipped). Missing paths are kept, to be reported as failures."""
+    from ..audio import FFMPEG_EXTENSIONS, SOUNDFILE_EXTENSIONS
+
+    extensions = set(SOUNDFILE_EXTENSIONS + FFMPEG_EXTENSIONS)
+    skip = exclude.resolve() if exclude is not None else None
+    found: List[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            found.append(path)
+            continue
+        for f in sorted(path.rglob("*")):
+            rel = f.relative_to(path)
+            if not f.is_file() or f.suffix.lower() not in extensions or any(p.startswith(".") for p in rel.parts):
+                continue
+            if skip is not None and skip != path.resolve() and skip in f.resolve().parents:
+                continue
+            found.append(f)
+    unique: Dict[Path, None] = {}
+    for f in found:
+        unique.setdefault(f, None)
+    return list(unique)
+
+
+# --------------------------------------------------------------------------------------------------- progress
+
+
+class _Bar:
+    """One bar for the whole job, in seconds of audio, with the running files' percentages as its postfix."""
+
+    def __init__(self, total: float, quiet: bool):
+        self.lock = threading.Lock()
+        self.running: Dict[int, Tuple[str, float]] = {}
+        self.bar = None
+        if not quiet:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=round(total, 1), unit="s", file=sys.stderr, dynamic_ncols=True,
+                            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of audio [{elapsed}<{remaining}]{postfix}")
+
+    def update(self, key: int, name: str, fraction: float, duration: float) -> None:
+        with self.lock:
+            previous = self.running.get(key, (name, 0.0))[1]
+            self.running[key] = (name, fraction)
+            if self.bar is not None:
+                self.bar.update(max(fraction - previous, 0.0) * duration)
+                self.bar.set_postfix_str(", ".join(f"{n} {100 * f:.0f}%" for n, f in self.running.values()),
+                                         refresh=False)
+
+    def finish(self, key: int, duration: float) -> None:
+        with self.lock:
+            _, fraction = self.running.pop(key, ("", 0.0))
+            if self.bar is not None:
+                self.bar.update(max(1.0 - fraction, 0.0) * duration)
+
+    def write(self, text: str) -> None:
+        with self.lock:
+            if self.bar is not None:
+                self.bar.write(text, file=sys.stderr)
+            else:
+                print(text, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}:{s:02d}"
+
+
+# -------------------------------------------------------------------------------------------------------- run
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..audio import ClippingWarning, audio_info
+    from ..separate import Separator, stem_plan
+
+    stems = [s.strip() for s in args.stems.split(",") if s.strip()] if args.stems is not None else None
+    plan = stem_plan(stems, args.two_stems)
+    _check_template(args.filename)
+    subtype, ext = _subtype(args)
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
+    inputs = find_inputs(args.inputs, exclude=args.outdir)
+    if not inputs:
+        raise ConfigError(f"no audio files found in {', '.join(map(str, args.inputs))}")
+
+    separator = Separator.from_checkpoints(
+        args.checkpoints, fast=args.fast, bag=args.bag, device=args.device, segment=args.segment,
+        overlap=args.overlap, split=not args.no_split, niter=args.niter,
+        wiener_window=args.wiener_window or None, shifts=args.shifts)
+
+    failures: List[Tuple[Path, str]] = []
+    jobs: List[Tuple[int, Path, Dict[str, Path], float]] = []
+    claimed: Dict[Path, Path] = {}
+    for i, path in enumerate(inputs):
+        track, trackext = _track_name(path)
+        try:
+            dests = {stem: args.outdir / args.filename.format(track=track, trackext=trackext, stem=stem, ext=ext)
+                     for stem in plan}
+            clash = next((claimed[d] for d in dests.values() if d in claimed), None)
+            if clash is not None:
+                raise ConfigError(f"its outputs would overwrite those of {clash}; use {{trackext}} or a folder in "
+                                  "--filename to tell them apart")
+            if not args.force:
+                existing = [str(d) for d in dests.values() if d.exists()]
+                if existing:
+                    raise ConfigError(f"output exists: {', '.join(existing)} (use --force to overwrite)")
+            duration = audio_info(path).duration
+        except DannaError as exc:
+            failures.append((path, _message(path, exc)))
+            continue
+        claimed.update({d: path for d in dests.values()})
+        jobs.append((i, path, dests, duration))
+
+    bar = _Bar(sum(j[3] for j in jobs), args.quiet)
+    for path, message in failures:
+        bar.write(f"skipped {path}: {message}")
+
+    def work(job: Tuple[int, Path, Dict[str, Path], float]) -> None:
+        key, path, dests, duration = job
+        try:
+            result = separator.separate_to_files(
+                path, dests, subtype=subtype, keep_rate=args.keep_rate, overwrite=args.force,
+                progress=lambda p: bar.update(key, path.name, p.fraction, duration))
+        except DannaError as exc:
+            failures.append((path, _message(path, exc)))
+            bar.write(f"failed {path}: {_message(path, exc)}")
+            return
+        except Exception as exc:  # noqa: BLE001 — one broken file must not stop the others; reported below
+            failures.append((path, f"internal error ({type(exc).__name__}: {exc})"))
+            bar.write(f"failed {path}: internal error ({type(exc).__name__}: {exc})")
+            return
+        finally:
+            bar.finish(key, duration)
+        folder = Path(*_common_parent(list(result.outputs.values())))
+        clipped = {s: n for s, n in result.clipped.items() if n}
+        note = (f"; clipped {', '.join(f'{n} samples in {s}' for s, n in clipped.items())} (--float32 keeps them)"
+                if clipped else "")
+        if not args.quiet:
+            speed = result.duration / max(result.seconds, 1e-9)
+            bar.write(f"done {path.name} → {folder}/ ({_clock(result.duration)} of audio in "
+                      f"{_clock(result.seconds)}, {speed:.2f}× real time){note}")
+        elif note:
+            bar.write(f"{path.name}{note}")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ClippingWarning)  # counted per file and reported in one line instead
+        try:
+            if args.jobs == 1 or len(jobs) == 1:
+                for job in jobs:
+                    work(job)
+            else:
+                with ThreadPoolExecutor(args.jobs) as pool:
+                    list(pool.map(work, jobs))
+        finally:
+            bar.close()
+
+    if failures:
+        print(f"danna separate: {len(failures)} of {len(inputs)} file(s) failed:", file=sys.stderr)
+        for path, message in failures:
+            print(f"  {path}: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _message(path: Path, exc: Exception) -> str:
+    """The error's text without a leading repetition of the file name."""
+    text = str(exc)
+    return text[len(str(path)) + 2:] if text.startswith(f"{path}: ") else text
+
+
+def _common_parent(paths: List[Path]) -> Tuple[str, ...]:
+    parts = [p.parent.parts for p in paths]
+    common: List[str] = []
+    for group in zip(*parts):
+        if len(set(group)) != 1:
+            break
+        common.append(group[0])
+    return tuple(common) or (".",)

@@ -1,0 +1,785 @@
+"""Separation: stream a track through the models segment by segment, blend their stems, write them as they come.
+
+Every model (and every random shift, with ``shifts > 1``) runs as a *stream* that turns the mixture into its four
+stems and yields finished pieces in time order:
+
+* spectral models (X-UMX, U-Net), segments of frames::
+
+      samples → STFT of the segment's frames → |X| → model → masks ─ cross-fade into a frame timeline
+      final frames (no later segment touches them) → Wiener EM per block of ``wiener_window`` frames
+      → streaming iSTFT → final samples
+
+* waveform models (Demucs), segments of samples (plus a right margin, since the original Demucs returns a little
+  less than it gets)::
+
+      samples → model → stems ─ cross-fade into a sample timeline → final samples
+
+Segments start every ``segment·(1 − overlap)`` (for the U-Net on multiples of 64 frames, its pooling grid) and are
+cross-faded with a trapezoid: weight 1 inside, linear ramps over the overlap. The STFT of a segment is computed from
+the samples around it, so it equals the whole track's STFT exactly; Wiener blocks lie on the track's frame grid
+(as :func:`danna_sep.wiener.wiener_windowed`). Hence a model whose output depends only on nearby input gives the
+whole-track result, and every buffer is bounded by the segment and window sizes: memory does not grow with the
+track's length. The blender sums ``w[model, source] · stem`` over the streams and hands pieces to the writers.
+
+The track itself is read from disk in blocks (:func:`danna_sep.audio.read_frames`); files at another sample rate are
+first resampled block by block into a temporary float WAV, and FFmpeg formats (m4a/mp4/aac) are decoded whole.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import SAMPLE_RATE, SOURCES
+from .audio import (SOUNDFILE_EXTENSIONS, AudioWriter, audio_info, load_audio, read_frames, resample,
+                    to_stereo)
+from .blend import FAST_BAG, MODEL_FILES, ORIGINAL_BAG, Bag
+from .errors import AudioError, CheckpointError, ConfigError
+from .export import LoadedModel, check_contract, load_model
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+DEFAULT_CHECKPOINTS = "~/danna-sep-checkpoints"
+SPECTRAL_SEGMENT_FRAMES = 512  # the U-Net's training length (11.89 s), a multiple of its 64-frame pooling grid
+WAVEFORM_SEGMENT_SECONDS = 10.0  # Demucs's training length
+WAVEFORM_MARGIN = 4096  # extra samples fed after a waveform segment (the original Demucs returns ≤ ~2k fewer)
+MAX_SHIFT_SECONDS = 0.5  # random shifts are drawn in [0, 0.5 s), as Demucs does
+_READ_BLOCK = 1 << 18  # frames per block when resampling a file to the temporary WAV
+
+
+# ------------------------------------------------------------------------------------------------------- input
+
+
+class TrackReader:
+    """Random access to a track at the models' rate: ``read(start, frames) -> (channels, frames)`` float32.
+
+    Positions outside ``[0, length)`` read as zeros. ``channels`` is 2 (the stereo policy of
+    :func:`danna_sep.audio.to_stereo` is applied); ``input_channels`` is the source's own count.
+    """
+
+    length: int
+    channels: int = 2
+    input_channels: int = 2
+
+    def read(self, start: int, frames: int) -> Tensor:
+        raise NotImplementedError
+
+
+class TensorReader(TrackReader):
+    """A track already in memory: ``wav`` (channels, samples)."""
+
+    def __init__(self, wav: Tensor):
+        if wav.dim() == 1:
+            wav = wav[None]
+        if wav.dim() != 2 or wav.shape[-1] == 0:
+            raise ValueError(f"expected a waveform (channels, samples) with samples > 0, got shape {tuple(wav.shape)}")
+        if not torch.isfinite(wav).all():
+            raise AudioError("input contains NaN or infinite samples")
+        self.input_channels = wav.shape[0]
+        self.wav = to_stereo(wav.detach().to("cpu", torch.float32))
+        self.length = self.wav.shape[-1]
+
+    def read(self, start: int, frames: int) -> Tensor:
+        out = torch.zeros(self.channels, frames)
+        lo, hi = max(start, 0), min(start + frames, self.length)
+        if hi > lo:
+            out[:, lo - start: hi - start] = self.wav[:, lo:hi]
+        return out
+
+
+class FileReader(TrackReader):
+    """A libsndfile file at the models' rate, read block by block (never decoded whole)."""
+
+    def __init__(self, path: PathLike, length: int, input_channels: int):
+        self.path = Path(path)
+        self.length = length
+        self.input_channels = input_channels
+
+    def read(self, start: int, frames: int) -> Tensor:
+        return read_frames(self.path, start, frames, stereo=True)
+
+
+class _ShiftedReader(TrackReader):
+    """``reader`` delayed by ``offset`` samples (zeros first): the random-shift trick."""
+
+    def __init__(self, reader: TrackReader, offset: int):
+        self.reader, self.offset = reader, offset
+        self.length = reader.length + offset
+        self.channels, self.input_channels = reader.channels, reader.input_channels
+
+    def read(self, start: int, frames: int) -> Tensor:
+        return self.reader.read(start - self.offset, frames)
+
+
+def _resample_to_file(path: Path, rate: int, frames: int, dest: Path) -> int:
+    """Resample ``path`` (libsndfile format, ``rate`` Hz) to a float WAV at the models' rate, block by block.
+
+    Returns the number of frames written.
+    """
+    import soxr
+
+    stream = soxr.ResampleStream(rate, SAMPLE_RATE, 2, dtype="float32", quality="HQ")
+    with AudioWriter(dest, SAMPLE_RATE, 2, "FLOAT") as writer:
+        for start in range(0, frames, _READ_BLOCK):
+            block = read_frames(path, start, min(_READ_BLOCK, frames - start), stereo=True)
+            last = start + _READ_BLOCK >= frames
+            out = stream.resample_chunk(np.ascontiguousarray(block.numpy().T), last=last)
+            if out.shape[0]:
+                writer.write(out.T)
+        return writer.frames_written
+
+
+def _read_padded(reader: TrackReader, start: int, stop: int, reflect: bool) -> Tensor:
+    """Samples ``[start, stop)`` of the track, reflect-padded at its ends as ``torch.stft(center=True)`` pads
+    (``reflect=False``: zeros, the STFT's rule for very short inputs)."""
+    x = reader.read(start, stop - start)
+    if not reflect:
+        return x
+    length = reader.length
+    if start < 0:  # position p < 0 holds sample −p
+        n = min(-start, length - 1)
+        x[..., -start - n: -start] = reader.read(1, n).flip(-1)
+    if stop > length and length - start >= 0:  # position p ≥ length holds sample 2·(length − 1) − p
+        n = min(stop - length, length - 1)
+        x[..., length - start: length - start + n] = reader.read(length - 1 - n, n).flip(-1)
+    return x
+
+
+# --------------------------------------------------------------------------------------------- segments, OLA
+
+
+def plan_segments(total: int, segment: int, stride: int, multiple: int = 1) -> List[Tuple[int, int]]:
+    """``(start, stop)`` of overlapping segments covering ``[0, total)``.
+
+    Segments start every ``stride`` (a multiple of ``multiple``); the last one starts on the last multiple of
+    ``multiple`` at or before ``total − segment`` and runs to ``total`` (so it is never shorter than ``segment``,
+    and at most ``multiple − 1`` longer).
+    """
+    if segment >= total:
+        return [(0, total)]
+    starts = list(range(0, total - segment, stride))
+    last = (total - segment) // multiple * multiple
+    if starts[-1] == last:
+        starts.pop()
+    starts.append(last)
+    return [(a, a + segment if i + 1 < len(starts) else total) for i, a in enumerate(starts)]
+
+
+def crossfade(length: int, ramp: int) -> Tensor:
+    """Trapezoid weights ``(length,)``: linear ramps of ``ramp`` samples/frames at both ends, 1 in between."""
+    i = torch.arange(length, dtype=torch.float32)
+    if ramp <= 0:
+        return torch.ones(length)
+    return torch.minimum(torch.minimum((i + 1) / (ramp + 1), (length - i) / (ramp + 1)), torch.ones(()))
+
+
+class _Timeline:
+    """Weighted overlap-add along the last axis at absolute positions; :meth:`pop` hands out the finished prefix."""
+
+    def __init__(self) -> None:
+        self.start = 0
+        self.values: Optional[Tensor] = None
+        self.weight: Optional[Tensor] = None
+
+    def add(self, start: int, values: Tensor, weight: Tensor) -> None:
+        if self.values is None:
+            self.values = values.new_zeros(values.shape[:-1] + (0,))
+            self.weight = weight.new_zeros(0)
+        n = values.shape[-1]
+        grow = start + n - (self.start + self.values.shape[-1])
+        if grow > 0:
+            self.values = torch.cat([self.values, self.values.new_zeros(self.values.shape[:-1] + (grow,))], -1)
+            self.weight = torch.cat([self.weight, self.weight.new_zeros(grow)])
+        i = start - self.start
+        assert i >= 0, "a segment reached back into output already handed out"
+        self.values[..., i: i + n] += values * weight
+        self.weight[i: i + n] += weight
+
+    def pop(self, stop: int) -> Tensor:
+        k = stop - self.start
+        out = self.values[..., :k] / self.weight[:k]
+        self.values, self.weight = self.values[..., k:].clone(), self.weight[k:].clone()
+        self.start = stop
+        return out
+
+
+class _FrameStore:
+    """The mixture's STFT frames between the Wiener filter's position and the last segment's end."""
+
+    def __init__(self) -> None:
+        self.start = 0
+        self.frames: Optional[Tensor] = None
+
+    def extend(self, start: int, frames: Tensor) -> None:
+        end = self.start + (0 if self.frames is None else self.frames.shape[-1])
+        new = frames[..., max(end - start, 0):]
+        self.frames = new if self.frames is None else torch.cat([self.frames, new], -1)
+
+    def pop(self, stop: int) -> Tensor:
+        k = stop - self.start
+        out, self.frames = self.frames[..., :k], self.frames[..., k:]
+        self.start = stop
+        return out
+
+
+class StreamingISTFT:
+    """Inverse of the centred STFT, fed frames in order, handing out samples as soon as they are final.
+
+    Produces the same samples as ``torch.istft(..., center=True, length=length)`` on all frames at once:
+    windowed inverse FFTs overlap-added and divided by the summed squared window.
+    """
+
+    def __init__(self, n_fft: int, hop_length: int, length: int, device: torch.device = torch.device("cpu")):
+        self.n_fft, self.hop, self.length = n_fft, hop_length, length
+        self.window = torch.hann_window(n_fft, device=device)
+        self.pad = n_fft // 2  # padded position p is sample p − pad
+        self.frames = 0  # frames received
+        self.acc: Optional[Tensor] = None  # overlap-added samples from padded position `acc_start`
+        self.env: Optional[Tensor] = None
+        self.acc_start = self.pad
+        self.emitted = 0  # samples handed out
+
+    def _fold(self, cols: Tensor, frames: int) -> Tensor:
+        span = (frames - 1) * self.hop + self.n_fft
+        out = F.fold(cols, (1, span), (1, self.n_fft), stride=(1, self.hop))
+        return out.reshape(cols.shape[0], span)
+
+    def push(self, spec: Tensor) -> Tensor:
+        """``spec`` complex ``(..., bins, n)`` (the next ``n`` frames) → the samples now final ``(..., k)``."""
+        lead, n = spec.shape[:-2], spec.shape[-1]
+        cols = torch.fft.irfft(spec, n=self.n_fft, dim=-2) * self.window[:, None]  # (..., n_fft, n)
+        ola = self._fold(cols.reshape(-1, self.n_fft, n), n).reshape(*lead, -1)
+        env = self._fold((self.window.square()[:, None].expand(self.n_fft, n))[None], n)[0]
+        first = self.frames * self.hop  # padded position of ola[..., 0]
+        if self.acc is None:
+            self.acc = ola.new_zeros(*lead, 0)
+            self.env = env.new_zeros(0)
+        # extend the accumulator to the new span, then add (positions before acc_start are not needed)
+        end = first + ola.shape[-1]
+        grow = end - (self.acc_start + self.acc.shape[-1])
+        if grow > 0:
+            self.acc = torch.cat([self.acc, self.acc.new_zeros(*lead, grow)], -1)
+            self.env = torch.cat([self.env, self.env.new_zeros(grow)])
+        skip = max(self.acc_start - first, 0)
+        i = first + skip - self.acc_start
+        self.acc[..., i: i + ola.shape[-1] - skip] += ola[..., skip:]
+        self.env[i: i + ola.shape[-1] - skip] += env[skip:]
+        self.frames += n
+        return self._emit(self.frames * self.hop)  # positions before the next frame's start are complete
+
+    def _emit(self, final: int) -> Tensor:
+        stop = min(final, self.length + self.pad)
+        k = min(max(stop - self.acc_start, 0), self.acc.shape[-1])
+        out = self.acc[..., :k] / self.env[:k]
+        self.acc, self.env = self.acc[..., k:], self.env[k:]
+        self.acc_start += k
+        self.emitted += k
+        return out
+
+    def finish(self) -> Tensor:
+        """The remaining samples up to ``length`` (zeros past the last frame, as ``torch.istft``)."""
+        out = self._emit(self.length + self.pad)
+        missing = self.length - self.emitted
+        if missing > 0:
+            out = torch.cat([out, out.new_zeros(*out.shape[:-1], missing)], -1)
+            self.emitted = self.length
+        return out
+
+
+# ------------------------------------------------------------------------------------------------ the streams
+
+
+@dataclass
+class _Work:
+    """Progress of one track over all its streams (each stream reports a fraction of its segments)."""
+
+    track: str
+    duration: float
+    streams: int
+    callback: Optional[Callable[["Progress"], None]]
+    done: List[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.done = [0.0] * self.streams
+
+    def update(self, stream: int, fraction: float, model: str) -> None:
+        self.done[stream] = fraction
+        if self.callback is not None:
+            self.callback(Progress(self.track, sum(self.done) / max(self.streams, 1), self.duration, model))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a progress callback gets: ``fraction`` of the track done (all models), its ``duration`` in seconds,
+    and the ``model`` (role) that just finished a segment."""
+
+    track: str
+    fraction: float
+    duration: float
+    model: str
+
+
+def _model_input(x: Tensor, channels: int) -> Tensor:
+    # models are stereo by contract; a mono model (tiny configs) gets the mid channel
+    return x.mean(0, keepdim=True) if channels == 1 else x
+
+
+class Separator:
+    """Separates music into drums, bass, other and vocals by blending several models.
+
+    Args:
+        models: role (``xumx``, ``unet``, ``demucs``) → :class:`~danna_sep.export.LoadedModel`.
+        bag: the models × sources blend weights; every model of the bag must be in ``models``.
+        segment: seconds per segment for every model; None = per model: 512 frames (≈ 11.9 s) for spectral
+            models, 10 s for waveform models.
+        overlap: fraction of a segment shared with the next one (cross-faded), in [0, 1).
+        split: False runs each model on the whole track in one pass (the original system: memory grows with
+            the track's length).
+        niter: Wiener EM iterations for the spectral models (0 = plain masks).
+        wiener_window: frames per independent Wiener block; None = the whole track (the original).
+        shifts: average over this many random shifts of the input (in [0, 0.5 s)); 1 = no shift.
+        seed: seeds the shifts, so results are reproducible.
+        progress: called with a :class:`Progress` after every segment of every model.
+    """
+
+    samplerate = SAMPLE_RATE
+    sources = SOURCES
+
+    def __init__(self, models: Mapping[str, LoadedModel], bag: Bag = ORIGINAL_BAG, *, segment: Optional[float] = None,
+                 overlap: float = 0.25, split: bool = True, niter: int = 1, wiener_window: Optional[int] = 300,
+                 shifts: int = 1, seed: int = 0, progress: Optional[Callable[[Progress], None]] = None):
+        missing = [m for m in bag.models if m not in models]
+        if missing:
+            raise ConfigError(f"the blend uses {missing} but no such model was given (have {sorted(models)})")
+        if segment is not None and not segment > 0:
+            raise ConfigError(f"segment must be > 0 seconds, got {segment}")
+        if not 0 <= overlap < 1:
+            raise ConfigError(f"overlap must be in [0, 1), got {overlap}")
+        if niter < 0:
+            raise ConfigError(f"niter must be >= 0, got {niter}")
+        if wiener_window is not None and wiener_window < 1:
+            raise ConfigError(f"wiener window must be >= 1 frame (or None for the whole track), got {wiener_window}")
+        if shifts < 1:
+            raise ConfigError(f"shifts must be >= 1, got {shifts}")
+        for role, model in models.items():
+            if model.info.sample_rate != SAMPLE_RATE:
+                raise CheckpointError(f"{model.name}: runs at {model.info.sample_rate} Hz, danna-sep at {SAMPLE_RATE} Hz")
+            if model.info.channels not in (1, 2):
+                raise CheckpointError(f"{model.name}: takes {model.info.channels} channels; 1 or 2 are supported")
+        self.models = dict(models)
+        self.bag = bag
+        self.segment, self.overlap, self.split = segment, overlap, split
+        self.niter, self.wiener_window = niter, wiener_window
+        self.shifts, self.seed = shifts, seed
+        self.progress = progress
+        self._checked: set = set()
+
+    # -------------------------------------------------------------------------------------------- construction
+
+    @classmethod
+    def from_checkpoints(cls, directory: Optional[PathLike] = None, *, fast: bool = False,
+                         bag: Union[Bag, PathLike, None] = None, device: str = "auto", **options) -> "Separator":
+        """Load the models of ``bag`` (default: the original blend, or the fast one) from a checkpoint folder.
+
+        ``directory``: the folder holding ``xumx_mwf.pth`` (or ``xumx.onnx``), ``unet_attention.pth`` and
+        ``demucs_4_decoders.pth``; default ``$DANNA_CHECKPOINTS``, else ``~/danna-sep-checkpoints``.
+        ``device``: ``cpu``, ``cuda``, ``mps`` or ``auto``. Other keyword arguments go to :class:`Separator`.
+        """
+        if bag is None:
+            bag = FAST_BAG if fast else ORIGINAL_BAG
+        elif not isinstance(bag, Bag):
+            bag = Bag.load(bag)
+        dev = resolve_device(device)
+        files = find_model_files(directory, bag.models)
+        models = {role: load_model(path, role=role, device=dev) for role, path in files.items()}
+        return cls(models, bag, **options)
+
+    # ------------------------------------------------------------------------------------------------ public API
+
+    def separate(self, wav: Tensor, sample_rate: int, *, output_rate: Optional[int] = None,
+                 stems: Optional[Sequence[str]] = None, two_stems: Optional[str] = None,
+                 progress: Optional[Callable[[Progress], None]] = None) -> Dict[str, Tensor]:
+        """Separate an in-memory waveform ``(channels, samples)`` (or ``(samples,)``) at ``sample_rate``.
+
+        Returns ``{stem: (channels, samples')}`` at ``output_rate`` (default 44100 Hz), float32 on the CPU; a mono
+        input gives mono stems. ``stems`` / ``two_stems`` as :func:`stem_plan`; ``progress`` overrides the
+        separator's callback for this call.
+        """
+        if wav.dim() == 1:
+            wav = wav[None]
+        wav = resample(wav.detach().to("cpu", torch.float32), sample_rate, SAMPLE_RATE)
+        reader = TensorReader(wav)
+        return self._collect(reader, "<tensor>", output_rate, stem_plan(stems, two_stems), progress)
+
+    def separate_file(self, path: PathLike, *, output_rate: Optional[int] = None, keep_rate: bool = False,
+                      stems: Optional[Sequence[str]] = None, two_stems: Optional[str] = None,
+                      progress: Optional[Callable[[Progress], None]] = None) -> Dict[str, Tensor]:
+        """Separate an audio file; returns ``{stem: (channels, samples)}`` as :meth:`separate`.
+
+        ``keep_rate``: return stems at the file's sample rate instead of 44100 Hz.
+        """
+        with _open_track(path) as (reader, rate):
+            out_rate = rate if keep_rate else output_rate
+            return self._collect(reader, Path(path).name, out_rate, stem_plan(stems, two_stems), progress)
+
+    def separate_to_files(self, path: PathLike, destinations: Mapping[str, PathLike], *, subtype: str = "PCM_16",
+                          keep_rate: bool = False, overwrite: bool = False,
+                          progress: Optional[Callable[[Progress], None]] = None) -> "FileResult":
+        """Separate ``path`` and stream the stems into ``destinations`` (stem name → file), written atomically.
+
+        Stem names are those of :func:`stem_plan` (the four sources, ``accompaniment`` / ``no_<source>``).
+        ``subtype``: ``PCM_16``, ``PCM_24`` or ``FLOAT`` (wav), ``PCM_16`` / ``PCM_24`` (flac).
+        Nothing is written under a destination's name unless the whole track succeeds.
+        """
+        plan = _plan_for(destinations)
+        started = time.perf_counter()
+        if not overwrite:
+            for dest in destinations.values():
+                if Path(dest).exists():
+                    raise AudioError(f"{dest}: already exists (use --force to overwrite)")
+        with _open_track(path) as (reader, rate):
+            out_rate = rate if keep_rate else SAMPLE_RATE
+            channels = _output_channels(reader)
+            with ExitStack() as stack:
+                writers = {name: stack.enter_context(AudioWriter(dest, out_rate, channels, subtype, overwrite=overwrite))
+                           for name, dest in destinations.items()}
+                for piece in self._pieces(reader, Path(path).name, out_rate, plan, progress):
+                    for name, data in piece.items():
+                        writers[name].write(data)
+            # leaving the ExitStack committed every file (or removed all of them on an error)
+            return FileResult(Path(path), {n: Path(d) for n, d in destinations.items()},
+                              {n: w.clipped for n, w in writers.items()}, reader.length / SAMPLE_RATE,
+                              time.perf_counter() - started)
+
+    # ------------------------------------------------------------------------------------------------ internals
+
+    def _collect(self, reader: TrackReader, name: str, out_rate: Optional[int], plan: Dict[str, Tuple[int, ...]],
+                 progress: Optional[Callable[[Progress], None]]) -> Dict[str, Tensor]:
+        parts: Dict[str, List[Tensor]] = {k: [] for k in plan}
+        for piece in self._pieces(reader, name, out_rate or SAMPLE_RATE, plan, progress):
+            for k, v in piece.items():
+                parts[k].append(v)
+        return {k: torch.cat(v, -1) for k, v in parts.items()}
+
+    def _pieces(self, reader: TrackReader, name: str, out_rate: int, plan: Dict[str, Tuple[int, ...]],
+                progress: Optional[Callable[[Progress], None]] = None) -> Iterator[Dict[str, Tensor]]:
+        """Blended stems of ``reader`` as consecutive pieces ``{stem: (channels, n)}`` at ``out_rate``."""
+        mono = _output_channels(reader) == 1
+        needed = sorted({i for idx in plan.values() for i in idx})
+        resampler = _StreamResampler(SAMPLE_RATE, out_rate, len(SOURCES) * (1 if mono else 2))
+        for block in self.stream(reader, name, needed, progress):
+            if mono:
+                block = block.mean(1, keepdim=True)
+            block = resampler(block)
+            yield {k: block[list(idx)].sum(0) for k, idx in plan.items()}
+        tail = resampler.flush(len(SOURCES), 1 if mono else 2)
+        if tail.shape[-1]:
+            yield {k: tail[list(idx)].sum(0) for k, idx in plan.items()}
+
+    def stream(self, reader: TrackReader, name: str = "track", needed: Sequence[int] = range(len(SOURCES)),
+               progress: Optional[Callable[[Progress], None]] = None) -> Iterator[Tensor]:
+        """The blended sources ``(4, 2, n)`` of ``reader`` at 44.1 kHz, piece by piece in time order (all four
+        sources; models whose weights are zero for every source in ``needed`` are skipped)."""
+        progress = progress or self.progress
+        weights = torch.as_tensor(self.bag.weights, dtype=torch.float32)  # (models, sources)
+        rng = random.Random(self.seed)
+        max_shift = int(MAX_SHIFT_SECONDS * SAMPLE_RATE)
+        offsets = [0] if self.shifts == 1 else [rng.randrange(max_shift) for _ in range(self.shifts)]
+        active = [(m, role) for m, role in enumerate(self.bag.models) if weights[m, list(needed)].abs().sum() > 0]
+        work = _Work(name, reader.length / SAMPLE_RATE, len(active) * len(offsets), progress)
+        streams = []
+        for m, role in active:
+            for offset in offsets:
+                streams.append((self._model_stream(role, reader, offset, work, len(streams)), weights[m] / len(offsets)))
+        if progress is not None:
+            progress(Progress(name, 0.0, work.duration, ""))
+        yield from _blend(streams, reader.length, reader.channels)
+
+    def _model_stream(self, role: str, reader: TrackReader, offset: int, work: _Work, index: int) -> Iterator[Tensor]:
+        model = self.models[role]
+        source = _ShiftedReader(reader, offset) if offset else reader
+        report = lambda fraction: work.update(index, fraction, role)  # noqa: E731
+        if model.info.domain == "spectral":
+            it = self._spectral_stream(model, source, report)
+        else:
+            it = self._waveform_stream(model, source, report)
+        return _skip(it, offset) if offset else it
+
+    def _segment_frames(self, model: LoadedModel, total: int) -> Tuple[int, int]:
+        multiple = model.info.frame_multiple
+        if not self.split:
+            return total, total
+        frames = SPECTRAL_SEGMENT_FRAMES if self.segment is None else \
+            round(self.segment * SAMPLE_RATE / model.info.hop_length)
+        frames = max(multiple, frames // multiple * multiple)
+        stride = max(multiple, int(frames * (1 - self.overlap)) // multiple * multiple)
+        return frames, stride
+
+    def _check(self, model: LoadedModel, out: Tensor, inp: Tensor) -> None:
+        if id(model) not in self._checked:
+            check_contract(out, inp, model.info, model.name)
+            self._checked.add(id(model))
+
+    def _spectral_stream(self, model: LoadedModel, reader: TrackReader,
+                         report: Callable[[float], None]) -> Iterator[Tensor]:
+        from .wiener import wiener
+
+        info, dev = model.info, model.device
+        n_fft, hop = info.n_fft, info.hop_length
+        total = 1 + reader.length // hop
+        seg, stride = self._segment_frames(model, total)
+        segments = plan_segments(total, seg, stride, info.frame_multiple)
+        ramp = max(seg - stride, 0)
+        window = torch.hann_window(n_fft, device=dev)
+        reflect = reader.length > n_fft // 2  # the STFT's rule (spectral.STFT): zeros for very short inputs
+        wdtype = torch.float32 if dev.type == "mps" else torch.float64  # MPS has no float64
+        block = total if self.wiener_window is None else self.wiener_window
+        masks, mix = _Timeline(), _FrameStore()
+        istft = StreamingISTFT(n_fft, hop, reader.length, dev)
+        filtered = 0  # frames already through the Wiener filter
+        for k, (a, b) in enumerate(segments):
+            x = _read_padded(reader, a * hop - n_fft // 2, (b - 1) * hop + n_fft // 2, reflect)
+            x = _model_input(x, info.channels).to(dev)
+            spec = torch.stft(x, n_fft, hop, window=window, center=False, return_complex=True)  # (C, bins, b − a)
+            mag = spec.abs()[None]
+            out = model(mag)
+            self._check(model, out, mag)
+            masks.add(a, out[0].float(), crossfade(b - a, ramp).to(dev))
+            mix.extend(a, spec)
+            final = segments[k + 1][0] if k + 1 < len(segments) else total
+            while filtered < final and (final - filtered >= block or final == total):
+                stop = min(filtered + block, final)
+                m, X = masks.pop(stop), mix.pop(stop)
+                Y = m * X if self.niter == 0 else wiener(m * X.abs(), X, self.niter, dtype=wdtype)
+                yield istft.push(Y).cpu()
+                filtered = stop
+            report((k + 1) / len(segments))
+        yield istft.finish().cpu()
+
+    def _waveform_stream(self, model: LoadedModel, reader: TrackReader,
+                         report: Callable[[float], None]) -> Iterator[Tensor]:
+        info, length = model.info, reader.length
+        if self.split:
+            seg = round((WAVEFORM_SEGMENT_SECONDS if self.segment is None else self.segment) * SAMPLE_RATE)
+            stride = max(1, int(seg * (1 - self.overlap)))
+        else:
+            seg = stride = length
+        segments = plan_segments(length, seg, stride)
+        ramp = max(seg - stride, 0)
+        timeline = _Timeline()
+        for k, (a, b) in enumerate(segments):
+            x = _model_input(reader.read(a, b - a + WAVEFORM_MARGIN), info.channels)[None]
+            out = model(x)
+            self._check(model, out, x)
+            if out.shape[-1] < b - a:
+                raise CheckpointError(f"{model.name}: returns {out.shape[-1]} samples for {x.shape[-1]}, fewer than "
+                                      f"the {b - a} needed (more than {WAVEFORM_MARGIN} samples short)")
+            timeline.add(a, out[0, ..., : b - a].float().cpu(), crossfade(b - a, ramp))
+            report((k + 1) / len(segments))
+            yield timeline.pop(segments[k + 1][0] if k + 1 < len(segments) else length)
+
+
+def _skip(it: Iterator[Tensor], n: int) -> Iterator[Tensor]:
+    """Drop the first ``n`` samples of a stream of pieces."""
+    for piece in it:
+        if n >= piece.shape[-1]:
+            n -= piece.shape[-1]
+            continue
+        yield piece[..., n:]
+        n = 0
+
+
+def _blend(streams: Sequence[Tuple[Iterator[Tensor], Tensor]], length: int, channels: int) -> Iterator[Tensor]:
+    """Σ_streams weight[source] · stream, as pieces ``(sources, channels, n)``; pulls each stream only when its
+    buffered piece is used up, so at most one piece per stream is held."""
+    pending = [torch.zeros(len(SOURCES), channels, 0) for _ in streams]
+    done = 0
+    while done < length:
+        for i, (it, _) in enumerate(streams):
+            while pending[i].shape[-1] == 0:
+                pending[i] = next(it)
+        n = min(min(p.shape[-1] for p in pending), length - done)
+        out = torch.zeros(len(SOURCES), channels, n)
+        for i, (_, w) in enumerate(streams):
+            out += w[:, None, None] * pending[i][..., :n]
+            pending[i] = pending[i][..., n:]
+        done += n
+        yield out
+
+
+class _StreamResampler:
+    """soxr's streaming resampler over ``(sources, channels, n)`` pieces (a pass-through at equal rates)."""
+
+    def __init__(self, in_rate: int, out_rate: int, channels: int):
+        self.active = in_rate != out_rate
+        if self.active:
+            import soxr
+
+            self.stream = soxr.ResampleStream(in_rate, out_rate, channels, dtype="float32", quality="HQ")
+
+    def __call__(self, block: Tensor) -> Tensor:
+        if not self.active:
+            return block
+        flat = block.reshape(-1, block.shape[-1]).numpy().T
+        out = self.stream.resample_chunk(np.ascontiguousarray(flat))
+        return torch.from_numpy(np.ascontiguousarray(out.T)).reshape(*block.shape[:-1], -1)
+
+    def flush(self, sources: int, channels: int) -> Tensor:
+        if not self.active:
+            return torch.zeros(sources, channels, 0)
+        out = self.stream.resample_chunk(np.zeros((0, sources * channels), dtype=np.float32), last=True)
+        return torch.from_numpy(np.ascontiguousarray(out.T)).reshape(sources, channels, -1)
+
+
+def _output_channels(reader: TrackReader) -> int:
+    """Stems follow the input: mono in, mono out; everything else is stereo (more channels are downmixed)."""
+    return 1 if reader.input_channels == 1 else 2
+
+
+class _open_track:
+    """Context manager: a :class:`TrackReader` at 44.1 kHz for ``path`` and the file's sample rate.
+
+    libsndfile formats at 44.1 kHz are read block by block in place; at other rates they are first resampled block
+    by block into a temporary float WAV (deleted afterwards); FFmpeg formats are decoded whole.
+    """
+
+    def __init__(self, path: PathLike):
+        self.path = Path(path)
+        self._tmp: Optional[tempfile.TemporaryDirectory] = None
+
+    def __enter__(self) -> Tuple[TrackReader, int]:
+        info = audio_info(self.path)
+        if self.path.suffix.lower() not in SOUNDFILE_EXTENSIONS:
+            wav, rate = load_audio(self.path, SAMPLE_RATE)
+            reader = TensorReader(wav)
+            reader.input_channels = info.channels
+            return reader, rate
+        if info.sample_rate == SAMPLE_RATE:
+            return FileReader(self.path, info.frames, info.channels), info.sample_rate
+        self._tmp = tempfile.TemporaryDirectory(prefix="danna-sep-")
+        dest = Path(self._tmp.name) / "input-44100.wav"
+        frames = _resample_to_file(self.path, info.sample_rate, info.frames, dest)
+        return FileReader(dest, frames, info.channels), info.sample_rate
+
+    def __exit__(self, *exc) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+# ------------------------------------------------------------------------------------------------- stems, files
+
+
+def stem_plan(stems: Optional[Sequence[str]] = None, two_stems: Optional[str] = None) -> Dict[str, Tuple[int, ...]]:
+    """Output stems → the sources summed into each.
+
+    Default: the four sources. ``stems``: a subset of them. ``two_stems="vocals"``: ``vocals`` and
+    ``accompaniment`` (the sum of the other three); for another source ``s``: ``s`` and ``no_s``.
+    """
+    if stems is not None and two_stems is not None:
+        raise ConfigError("choose either --stems or --two-stems, not both")
+    if two_stems is not None:
+        if two_stems not in SOURCES:
+            raise ConfigError(f"--two-stems: unknown source {two_stems!r}; choose one of {', '.join(SOURCES)}")
+        j = SOURCES.index(two_stems)
+        rest = "accompaniment" if two_stems == "vocals" else f"no_{two_stems}"
+        return {two_stems: (j,), rest: tuple(i for i in range(len(SOURCES)) if i != j)}
+    if stems is None:
+        return {s: (i,) for i, s in enumerate(SOURCES)}
+    unknown = [s for s in stems if s not in SOURCES]
+    if unknown or not stems:
+        raise ConfigError(f"--stems: unknown source(s) {unknown}; choose among {', '.join(SOURCES)}")
+    return {s: (SOURCES.index(s),) for s in SOURCES if s in stems}
+
+
+def _plan_for(destinations: Mapping[str, PathLike]) -> Dict[str, Tuple[int, ...]]:
+    plan: Dict[str, Tuple[int, ...]] = {}
+    for name in destinations:
+        if name in SOURCES:
+            plan[name] = (SOURCES.index(name),)
+        elif name == "accompaniment":
+            plan[name] = tuple(i for i, s in enumerate(SOURCES) if s != "vocals")
+        elif name.startswith("no_") and name[3:] in SOURCES:
+            plan[name] = tuple(i for i, s in enumerate(SOURCES) if s != name[3:])
+        else:
+            raise ConfigError(f"unknown stem {name!r}")
+    return plan
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What :meth:`Separator.separate_to_files` did: the files written, samples clipped per stem (integer
+    formats), the track's duration and the wall time, both in seconds."""
+
+    input: Path
+    outputs: Dict[str, Path]
+    clipped: Dict[str, int]
+    duration: float
+    seconds: float
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` (or ``cuda:N``), ``mps`` or ``auto`` (CUDA, else MPS, else CPU) → a torch device."""
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps and mps.is_available())
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device: unknown device {name!r}; use cpu, cuda, mps or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA device is available to this torch ({torch.__version__})")
+    if device.type == "mps" and not has_mps:
+        raise ConfigError(f"--device {name}: MPS (Apple GPU) is not available on this machine")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"--device: unsupported device {name!r}; use cpu, cuda, mps or auto")
+    return device
+
+
+def checkpoint_dir(directory: Optional[PathLike] = None) -> Tuple[Path, str]:
+    """The checkpoint folder and where it came from: ``directory``, else ``$DANNA_CHECKPOINTS``, else
+    ``~/danna-sep-checkpoints``."""
+    if directory is not None:
+        return Path(directory).expanduser(), "--checkpoints"
+    env = os.environ.get("DANNA_CHECKPOINTS")
+    if env:
+        return Path(env).expanduser(), "$DANNA_CHECKPOINTS"
+    return Path(DEFAULT_CHECKPOINTS).expanduser(), "the default folder"
+
+
+def find_model_files(directory: Optional[PathLike], roles: Sequence[str]) -> Dict[str, Path]:
+    """role → model file in the checkpoint folder (:func:`checkpoint_dir`), first of :data:`MODEL_FILES` present.
+
+    Raises :class:`CheckpointError` naming every missing file, the folder searched and how to produce the files.
+    """
+    folder, origin = checkpoint_dir(directory)
+    found, missing = {}, []
+    for role in roles:
+        path = next((folder / n for n in MODEL_FILES[role] if (folder / n).is_file()), None)
+        if path is None:
+            missing.append(role)
+        else:
+            found[role] = path
+    if missing:
+        names = "; ".join(f"{r}: {' or '.join(MODEL_FILES[r])}" for r in missing)
+        where = {"--checkpoints": "given by --checkpoints",
+                 "$DANNA_CHECKPOINTS": "from $DANNA_CHECKPOINTS",
+                 "the default folder": "the default; set $DANNA_CHECKPOINTS or pass --checkpoints DIR for another"}[origin]
+        state = "" if folder.is_dir() else ", which does not exist"
+        first = MODEL_FILES[missing[0]][0]
+        raise CheckpointError(
+            f"missing model file(s) in {folder} ({where}{state}): {names}. Export them from training checkpoints "
+            f"with `danna export CHECKPOINT {folder / first}` (or `python jit_convert.py CONFIG CHECKPOINT OUT`), "
+            "or copy the released Danna-Sep files there; --fast or --bag FILE leave models out")
+    return found
