@@ -1,10 +1,18 @@
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from danna_sep.errors import ConfigError
 from danna_sep.models import build_model
-from danna_sep.models.demucs import DecoderLevel, DemucsSplit, destandardize, rescale_conv_, standardize
+from danna_sep.models.demucs import (
+    DecoderLevel,
+    DemucsSplit,
+    PhaseConvTranspose1d,
+    destandardize,
+    rescale_conv_,
+    standardize,
+)
 
 # the project's contract is TorchScript; torch ≥ 2.10 flags torch.jit.script as deprecated
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
@@ -160,14 +168,32 @@ def test_per_source_decoders_are_independent(source):
     assert (after[:, source] - before[:, source]).abs().max() > 1e-3
 
 
-def test_torchscript_matches_eager():
-    model = tiny().eval()
+@pytest.mark.parametrize("config", [{}, {"depth": 3, "lstm_layers": 0, "resample": False}])
+def test_torchscript_matches_eager(config):
+    model = tiny(**config).eval()
     scripted = torch.jit.script(model)
     for length in (1, 1234):
         x = torch.randn(2, 2, length)
         with torch.no_grad():
             torch.testing.assert_close(scripted(x), model(x))
     assert scripted.valid_length(1234) == model.valid_length(1234)
+
+
+@pytest.mark.parametrize("cin,cout,kernel,stride,groups", [(96, 8, 8, 4, 4), (8, 6, 7, 3, 2), (4, 4, 3, 1, 1), (4, 8, 2, 4, 1)])
+def test_phase_conv_transpose_matches_torch(cin, cout, kernel, stride, groups):
+    torch.manual_seed(0)
+    conv = PhaseConvTranspose1d(cin, cout, kernel, stride, groups=groups).double()
+    x = torch.randn(2, cin, 37, dtype=torch.float64, requires_grad=True)
+    out = conv(x)
+    ref = F.conv_transpose1d(x, conv.weight, conv.bias, stride=stride, groups=groups)
+    assert out.shape == ref.shape == (2, cout, 36 * stride + kernel)
+    torch.testing.assert_close(out, ref)
+    # same gradients for input and weight
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad(out, (x, conv.weight), g)
+    ref_grads = torch.autograd.grad(ref, (x, conv.weight), g)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b)
 
 
 def test_rescale_init():
