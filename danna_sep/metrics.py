@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Sequence, Union
 
 import numpy as np
@@ -39,6 +40,7 @@ _GLOBAL_SDR_DELTA = 1e-7  # MDX 2021 scoring constant
 _CHUNK_BYTES = 128 << 20  # memory budget for the spectra of one chunk of blocks or frames
 _CORR_BLOCK_FFT = 1 << 14  # FFT size of the blocked correlation pass
 _LEVINSON_BACKWARD_ERROR = 1e-11  # above this, a Levinson solution is replaced by a dense solve
+_CALLER_THREADS: ContextVar[int] = ContextVar("bss_sdr_caller_threads", default=1)  # for the dense fallback
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -186,17 +188,13 @@ def _correlations(x: Tensor, y: Tensor, filters_len: int) -> Tensor:
 
 
 @contextmanager
-def _single_thread():
-    """Run torch's CPU ops on one thread (restored afterwards).
-
-    The Levinson loop is thousands of tiny ops and the rest is memory-bound FFTs and elementwise passes: on a
-    small shared machine, extra threads mostly spin (one thread measured 2× faster in wall time on 2 busy cores).
-    Parallelise over tracks instead."""
+def _num_threads(n: int):
+    """Run torch's CPU ops on ``n`` threads inside the block (restored afterwards; process-wide while it runs)."""
     old = torch.get_num_threads()
-    if old == 1:
+    if old == n:
         yield
         return
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
         yield
     finally:
@@ -259,20 +257,17 @@ def _block_toeplitz_matmul(r: Tensor, x: Tensor) -> Tensor:
 
 
 def _solve_dense(a: Tensor, b: Tensor) -> Tensor:
-    """Solve ``a x = b`` for (batches of) symmetric positive (semi)definite ``a``.
+    """Solve ``a x = b`` densely, as museval does: LU, and least squares if ``a`` is exactly singular.
 
-    Cholesky first (half the work of LU); a Gram matrix that rounding made slightly indefinite falls back to LU,
-    which is what museval uses throughout, and an exactly singular one to least squares (museval's fallback).
+    Only reached for systems that Levinson could not solve accurately, i.e. numerically singular Gram matrices,
+    where a Cholesky attempt would mostly fail after costing a good part of an LU. Dense factorisations are
+    compute-bound, so they get the caller's threads back.
     """
-    chol, info = torch.linalg.cholesky_ex(a)
-    if not bool((info != 0).any()):
-        # two triangular solves: several times faster than torch.cholesky_solve for few right-hand sides
-        z = torch.linalg.solve_triangular(chol, b, upper=False)
-        return torch.linalg.solve_triangular(chol.mT, z, upper=True)
-    x, info = torch.linalg.solve_ex(a, b)
-    if not bool((info != 0).any()):
-        return x
-    return torch.linalg.lstsq(a, b).solution
+    with _num_threads(_CALLER_THREADS.get()):
+        x, info = torch.linalg.solve_ex(a, b)
+        if not bool((info != 0).any()):
+            return x
+        return torch.linalg.lstsq(a, b).solution
 
 
 def _dense_block_toeplitz(r: Tensor) -> Tensor:
@@ -287,9 +282,11 @@ def _dense_block_toeplitz(r: Tensor) -> Tensor:
 def _levinson_checked(r: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
     """:func:`_block_levinson`, and per batch item whether its solution is accurate.
 
-    Levinson is backward stable only for well-conditioned ``T``. References with an empty band (e.g. AAC decoded
-    material, nothing above 16 kHz) make the Gram matrix numerically singular; the normwise backward error
-    ``‖T x − d‖ / (‖T‖ ‖x‖ + ‖d‖)`` then exceeds rounding level and the caller solves that system densely.
+    Unlike Cholesky or LU, Levinson's backward error can grow with the condition number of ``T``. A solution is
+    kept where the normwise backward error ``‖T x − d‖ / (‖T‖ ‖x‖ + ‖d‖)`` is at rounding level, which bounds the
+    error of every projection energy; elsewhere (in practice numerically singular Gram matrices, from references
+    with an empty band) the caller solves densely. For a singular ``G`` any solution with a small backward error is
+    as good as museval's own: SDR and SAR agree, ISR and SIR are arbitrary in both.
     """
     x = _block_levinson(r, d)
     taps = d.shape[1]
@@ -436,6 +433,9 @@ def bss_sdr(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """BSSEval v4 image metrics, numerically equal to ``museval.evaluate(refs, ests, win, hop, mode="v4")``.
 
+    Equal to rounding for SDR and SAR always, and for ISR and SIR whenever the references' Gram matrix is not
+    singular to machine precision (see the module docstring for band-limited references).
+
     Args:
         references, estimates: ``(sources, channels, samples)`` tensors or arrays (museval's layout is
             ``(sources, samples, channels)``: transpose before comparing). Same length: pad or crop beforehand.
@@ -448,14 +448,20 @@ def bss_sdr(
         makes museval raise; here it makes every frame NaN, which is what its framewise rule gives.
         A zero error energy gives +inf (museval ``_safe_db``).
 
-    Runs on one CPU thread (see :func:`_single_thread`); float64 throughout.
+    Runs on one CPU thread, float64 throughout: the work is thousands of tiny ops (the Levinson recursion) and
+    memory-bound FFTs and elementwise passes, where extra threads mostly spin (one thread measured 2× faster in
+    wall time on 2 busy cores); only a dense fallback solve uses the caller's threads. Parallelise over tracks.
     """
     ref, est = _check_pair(references, estimates, (3,), "(sources, channels, samples)")
     for name, v in (("win", win), ("hop", hop), ("filters_len", filters_len)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be a positive integer number of samples, got {v!r}")
-    with _single_thread():
-        out = _bss_eval_v4(ref, est, int(win), int(hop), int(filters_len))
+    token = _CALLER_THREADS.set(torch.get_num_threads())
+    try:
+        with _num_threads(1):
+            out = _bss_eval_v4(ref, est, int(win), int(hop), int(filters_len))
+    finally:
+        _CALLER_THREADS.reset(token)
     out = out.cpu().numpy()
     return out[0], out[1], out[2], out[3]
 
