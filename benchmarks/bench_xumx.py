@@ -10,7 +10,7 @@ bridges. It returns ``mask · |X|``; for the loss its output is divided by ``|X|
 division, negligible). ``openunmix`` imports ``torchaudio`` at package import although ``OpenUnmix`` does not
 use it; an empty stand-in module is installed for this script only.
 
-    .venv/bin/python benchmarks/bench_xumx.py [--repeat 3] [--threads 0] [--device cpu]
+    .venv/bin/python benchmarks/bench_xumx.py [--repeat 3] [--threads 0] [--device cpu] [--only infer|model|train]
 
 Runs the two alternately and prints the best of ``--repeat`` timings of each and the ratio
 X-UMX / Open-Unmix (< 1: X-UMX is faster).
@@ -50,20 +50,24 @@ class PeerMasks(nn.Module):
 
 
 def best_of_interleaved(fa: Callable[[], object], fb: Callable[[], object], repeat: int,
-                        sync: Callable[[], None]) -> Tuple[float, float]:
-    """Best time of each, measured alternately (a, b, b, a, ...) so both see the same background load."""
-    times: Tuple[List[float], List[float]] = ([], [])
+                        sync: Callable[[], None]) -> Tuple[float, float, float, float]:
+    """Best wall and best CPU time of each: (wall a, wall b, cpu a, cpu b), measured alternately (a, b, b, a, …)
+    so both see the same background load. CPU time (all threads of this process) is the steadier number when
+    other jobs share the cores: waiting for a core does not count, only work (and thread spinning) does."""
+    wall: Tuple[List[float], List[float]] = ([], [])
+    cpu: Tuple[List[float], List[float]] = ([], [])
     for fn in (fa, fb):  # warm-up (allocator, MKL/oneDNN kernels)
         fn()
         sync()
     for r in range(repeat):
         order = ((0, fa), (1, fb)) if r % 2 == 0 else ((1, fb), (0, fa))
         for slot, fn in order:
-            t0 = time.perf_counter()
+            w0, c0 = time.perf_counter(), time.process_time()
             fn()
             sync()
-            times[slot].append(time.perf_counter() - t0)
-    return min(times[0]), min(times[1])
+            wall[slot].append(time.perf_counter() - w0)
+            cpu[slot].append(time.process_time() - c0)
+    return min(wall[0]), min(wall[1]), min(cpu[0]), min(cpu[1])
 
 
 def main() -> None:
@@ -71,11 +75,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="timings per implementation (the minimum is reported)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--skip-train", action="store_true", help="inference only")
+    ap.add_argument("--only", choices=["infer", "model", "train"], action="append",
+                    help="run only these cases (repeatable); default: all")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    wanted = lambda case: not args.only or case in args.only  # noqa: E731
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
 
@@ -97,9 +103,10 @@ def main() -> None:
 
         return run
 
-    rows.append(("inference, 10 s stereo", *best_of_interleaved(infer(ours), infer(peer), args.repeat, sync)))
+    if wanted("infer"):
+        rows.append(("inference, 10 s stereo", *best_of_interleaved(infer(ours), infer(peer), args.repeat, sync)))
 
-    if not args.skip_train:
+    if wanted("model") or wanted("train"):
         # training: batch 4 × 6 s, CombinationLoss with 1 MWF iteration, Adam
         stems = torch.randn(4, 4, 2, 264600, device=device) * 0.1
         mix = stems.sum(1)
@@ -126,18 +133,21 @@ def main() -> None:
 
             return run
 
-        rows.append(("model fwd+bwd, 4 x 6 s",
-                     *best_of_interleaved(model_only(ours), model_only(peer), args.repeat, sync)))
-        rows.append(("train step (MWF loss, Adam), 4 x 6 s",
-                     *best_of_interleaved(train_step(ours), train_step(peer), args.repeat, sync)))
+        if wanted("model"):
+            rows.append(("model fwd+bwd, 4 x 6 s",
+                         *best_of_interleaved(model_only(ours), model_only(peer), args.repeat, sync)))
+        if wanted("train"):
+            rows.append(("train step (MWF loss, Adam), 4 x 6 s",
+                         *best_of_interleaved(train_step(ours), train_step(peer), args.repeat, sync)))
 
     threads = torch.get_num_threads()
     print(f"X-UMX vs Open-Unmix x 4 on {device} (torch {torch.__version__}, {threads} threads), "
           f"best of {args.repeat}; frames: 10 s = {num_frames(441000)}, 6 s = {num_frames(264600)}")
     print(f"parameters: X-UMX {n_ours:,}   Open-Unmix x 4 {n_peer:,}")
-    print(f"{'case':<40} {'X-UMX s':>9} {'OUMX x4 s':>10} {'ratio':>7}")
-    for name, t_ours, t_peer in rows:
-        print(f"{name:<40} {t_ours:9.3f} {t_peer:10.3f} {t_ours / t_peer:7.2f}")
+    print(f"{'case':<38} {'wall: X-UMX':>11} {'OUMX x4':>8} {'ratio':>6}   {'cpu: X-UMX':>10} {'OUMX x4':>8} {'ratio':>6}")
+    for name, w_ours, w_peer, c_ours, c_peer in rows:
+        print(f"{name:<38} {w_ours:10.3f}s {w_peer:7.3f}s {w_ours / w_peer:6.2f}   "
+              f"{c_ours:9.3f}s {c_peer:7.3f}s {c_ours / c_peer:6.2f}")
 
 
 if __name__ == "__main__":
