@@ -1,0 +1,159 @@
+"""Evaluation, blend fitting from cached estimates, and the evaluate / fit-blend commands."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from danna_sep import SOURCES
+from danna_sep.cli import main
+from danna_sep.data import make_synthetic_dataset, split_tracks
+from danna_sep.evaluate import (EstimateRef, evaluate, fit_from_cache, format_table, save_estimate,
+                                score_tracks)
+from danna_sep.metrics import global_sdr
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_synthetic_dataset(tmp_path_factory.mktemp("ds"), tracks={"valid": 2, "test": 2}, seconds=3, seed=1)
+
+
+def noisy_estimates(track, sigmas, seed):
+    """Per-model estimates truth + σ_m · white noise, independent across models: (models, sources, 2, samples)."""
+    rng = np.random.default_rng(seed)
+    refs = track.read(list(SOURCES))
+    scale = refs.std(axis=(1, 2), keepdims=True)
+    return np.stack([refs + s * scale * rng.standard_normal(refs.shape).astype(np.float32) for s in sigmas])
+
+
+def cached_refs(tmp_path, tracks, sigmas, names):
+    refs = {m: {} for m in names}
+    for k, t in enumerate(tracks):
+        est = noisy_estimates(t, sigmas, seed=k)
+        for m, e in zip(names, est):
+            path = tmp_path / "cache" / m / f"{t.name}.npy"
+            save_estimate(path, e)
+            refs[m][t.name] = EstimateRef("npy", path)
+    return refs
+
+
+def test_aggregation_matches_museval(dataset, tmp_path):
+    museval = pytest.importorskip("museval")
+    tracks = split_tracks(dataset, "test")
+    refs = cached_refs(tmp_path, tracks, [0.5], ["unet"])
+    summary = evaluate(tracks, refs, {"unet": {"unet": np.ones(4)}}, "test", tmp_path / "out", log=lambda *_: None)
+    store = museval.EvalStore()
+    store.add_eval_dir(tmp_path / "out" / "unet")  # reads <dir>/test/*.json: our per-track files
+    agg = store.agg_frames_tracks_scores()
+    per_track = store.agg_frames_scores()
+    for metric in ("SDR", "ISR", "SIR", "SAR"):
+        for s in SOURCES:
+            assert summary["systems"]["unet"]["museval"][metric][s] == pytest.approx(agg[s][metric], abs=1e-4)
+    for t in tracks:
+        for s in SOURCES:
+            ours = summary["systems"]["unet"]["tracks"][t.name]["museval_sdr"][s]
+            assert ours == pytest.approx(per_track[t.name][s]["SDR"], abs=1e-4)
+    # the mixture baseline is there and far worse than estimates with 6 dB of noise
+    assert summary["systems"]["mixture"]["global_sdr"]["all"] < summary["systems"]["unet"]["global_sdr"]["all"] - 3
+
+
+def test_fit_recovers_inverse_noise_weights(dataset, tmp_path):
+    tracks = split_tracks(dataset, "valid")
+    sigmas = np.array([1.0, 0.5, 0.25])
+    names = ["xumx", "unet", "demucs"]
+    refs = cached_refs(tmp_path, tracks, sigmas, names)
+    bag = fit_from_cache(tracks, refs, names, log=lambda *_: None)
+    # blending truth + independent noises: the error Σ w_m n_m is smallest for w ∝ 1/σ²
+    expected = (1 / sigmas**2) / (1 / sigmas**2).sum()
+    np.testing.assert_allclose(bag.weights, np.repeat(expected[:, None], 4, 1), atol=0.02)
+    # and the fitted blend beats the best single model on a split not used for fitting
+    test = split_tracks(dataset, "test")
+    test_refs = cached_refs(tmp_path / "t", test, sigmas, names)
+    systems = {"demucs": {"demucs": np.ones(4)}, "fitted": {m: bag.column(m) for m in names}}
+    res = score_tracks(test, test_refs, systems, museval=False, log=lambda *_: None)
+    for r in res:
+        assert np.all(r.global_sdr["fitted"] > r.global_sdr["demucs"] + 0.3)
+
+
+def test_parallel_scoring_equals_serial(dataset, tmp_path):
+    tracks = split_tracks(dataset, "test")
+    refs = cached_refs(tmp_path, tracks, [0.3, 0.6], ["unet", "demucs"])
+    systems = {"blend": {"unet": np.full(4, 0.7), "demucs": np.full(4, 0.3)}}
+    a = score_tracks(tracks, refs, systems, museval=False, jobs=1, log=lambda *_: None)
+    b = score_tracks(tracks, refs, systems, museval=False, jobs=2, log=lambda *_: None)
+    assert [r.name for r in b] == [t.name for t in tracks]
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x.global_sdr["blend"], y.global_sdr["blend"])
+
+
+def test_evaluate_command_with_estimates(dataset, tmp_path, capsys):
+    tracks = split_tracks(dataset, "test")
+    est_dir = tmp_path / "est"
+    expected = []
+    for k, t in enumerate(tracks):
+        (est_dir / t.name).mkdir(parents=True)
+        est = noisy_estimates(t, [0.4], seed=10 + k)[0]
+        for s, e in zip(SOURCES, est):
+            sf.write(est_dir / t.name / f"{s}.wav", e.T, 44100, subtype="FLOAT")
+        expected.append(np.asarray(global_sdr(t.read(list(SOURCES)), est)))
+    out = tmp_path / "out"
+    rc = main(["evaluate", "--root", str(dataset), "--estimates", str(est_dir), "--outdir", str(out), "--jobs", "1"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "museval SDR" in text and "global SDR" in text
+    for row in ("estimates", "mixture"):
+        assert any(line.startswith(row) for line in text.splitlines())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["subset"] == "test" and summary["tracks"] == [t.name for t in tracks]
+    assert set(summary["systems"]) == {"estimates", "mixture"}
+    g = summary["systems"]["estimates"]["global_sdr"]
+    np.testing.assert_allclose([g[s] for s in SOURCES], np.mean(expected, 0), atol=1e-4)
+    assert g["all"] == pytest.approx(np.mean(expected), abs=1e-4)
+    assert set(summary["systems"]["estimates"]["museval"]) == {"SDR", "ISR", "SIR", "SAR"}
+    per_track = json.loads((out / "estimates" / "test" / f"{tracks[0].name}.json").read_text())
+    assert [t["name"] for t in per_track["targets"]] == list(SOURCES)
+    frame = per_track["targets"][0]["frames"][0]
+    assert frame["time"] == 0 and frame["duration"] == 1.0 and set(frame["metrics"]) == {"SDR", "SIR", "ISR", "SAR"}
+    assert len(per_track["targets"][0]["frames"]) == 3  # 3 s track, 1 s frames
+
+
+def test_format_table_rows(dataset, tmp_path):
+    tracks = split_tracks(dataset, "test")
+    refs = cached_refs(tmp_path, tracks, [0.5], ["unet"])
+    summary = evaluate(tracks, refs, {"unet": {"unet": np.ones(4)}}, "test", museval=False, log=lambda *_: None)
+    table = format_table(summary)
+    assert "museval" not in table
+    rows = [line.split() for line in table.splitlines() if line.startswith(("unet", "mixture"))]
+    assert [r[0] for r in rows] == ["unet", "mixture"] and all(len(r) == 6 for r in rows)
+
+
+@pytest.mark.parametrize("case", ["no_root", "empty", "no_checkpoints", "missing_track_estimates"])
+def test_user_errors(dataset, tmp_path, capsys, case):
+    args = ["evaluate", "--root", str(dataset), "--outdir", str(tmp_path / "o"), "--jobs", "1"]
+    if case == "no_root":
+        args[2] = str(tmp_path / "nowhere")
+        args += ["--estimates", str(tmp_path)]
+        needle = "does not exist"
+    elif case == "empty":
+        (tmp_path / "empty" / "test").mkdir(parents=True)
+        args[2] = str(tmp_path / "empty")
+        args += ["--estimates", str(tmp_path)]
+        needle = "no tracks"
+    elif case == "no_checkpoints":
+        args += ["--checkpoints", str(tmp_path / "ckpt")]
+        needle = "xumx_mwf.pth"
+    else:
+        args += ["--estimates", str(tmp_path)]
+        needle = "has no folder for track"
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("danna evaluate: error:") and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_fit_blend_needs_checkpoints(dataset, tmp_path, capsys):
+    rc = main(["fit-blend", "--root", str(dataset), "--checkpoints", str(tmp_path / "none"),
+               "--out", str(tmp_path / "bag.json")])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "bag.json").exists()
