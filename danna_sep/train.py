@@ -144,6 +144,16 @@ def set_rng_states(states: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"][: torch.cuda.device_count()])
 
 
+def _diff_paths(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Key paths whose values differ between two config dicts."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += _diff_paths(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [prefix.rstrip(".")]
+
+
 def _tupled(x: Any) -> Any:
     return tuple(_tupled(v) for v in x) if isinstance(x, (list, tuple)) else x
 
@@ -546,6 +556,10 @@ class Trainer:
         if meters is not None:
             self._meters_epoch = meters["sum"].to(self.device, torch.float64)
             self._count_epoch = int(meters["count"])
+        changed = _diff_paths(state.get("config") or {}, self.cfg)
+        if changed:
+            shown = ", ".join(changed[:6]) + (f" (+{len(changed) - 6} more)" if len(changed) > 6 else "")
+            self.say(f"note: the config differs from the checkpoint's in {shown}; continuing with the new values")
         rng = state.get("rng")
         if rng:
             set_rng_states(rng[self.rank] if isinstance(rng, list) and self.rank < len(rng) else rng[0])
@@ -785,11 +799,11 @@ class Trainer:
             **kwargs,
         )
 
-    def _stop_requested(self, stop: _StopFlag) -> bool:
+    def _stop_requested(self, stop: _StopFlag, force: bool = False) -> bool:
         if self.world == 1:
             return bool(stop)
-        # ranks must agree on where to stop; one tiny collective every log interval
-        if self.opt_steps % self.tr["log_every"]:
+        # ranks must agree on where to stop; one tiny collective every log interval (or when forced)
+        if self.opt_steps % self.tr["log_every"] and not force:
             return False
         flag = torch.tensor([1.0 if stop else 0.0], device=self.device)
         dist.all_reduce(flag)
@@ -801,9 +815,9 @@ class Trainer:
             return
         loss, loss_f, loss_t = (self._meters_log / self._count_log).tolist()
         if not math.isfinite(loss):
-            raise FloatingPointError(
-                f"training loss is {loss} at epoch {self.epoch + 1}, step {self.step}; "
-                f"last checkpoint: {self.last_path()}"
+            raise DannaError(
+                f"training diverged: the loss is {loss} at epoch {self.epoch + 1}, step {self.step} (try a lower "
+                f"optimizer.args.lr or trainer.grad_clip); the last checkpoint is {self.last_path()}"
             )
         if pbar is not None:
             pbar.set_postfix_str(f"loss {loss:.4g} lr {self.lr:.3g}", refresh=False)
@@ -830,7 +844,7 @@ class Trainer:
             f"({self.epoch_length} batches/epoch), {len(self.valid_set)} validation items"
         )
         self.module.train()
-        with _StopFlag() as stop:
+        with _StopFlag() as stop, contextlib.closing(self):
             while self.epoch < epochs:
                 if max_steps is not None and self.step >= max_steps:
                     result.last_checkpoint = self.save_last()
@@ -869,9 +883,11 @@ class Trainer:
                 if stopped_early:
                     result.stopped_early = True
                     break
-        if self.writer is not None:
-            self.writer.flush()
-            self.writer.close()
+                if self.epoch < epochs and self._stop_requested(stop, force=True):
+                    # a signal during validation: <name>_last.pt was just written at the epoch boundary
+                    result.interrupted = True
+                    self.say(f"stopped by signal {stop.signal}: resume with --checkpoint '{result.last_checkpoint}'")
+                    break
         result.epochs_completed = self.epoch
         result.steps, result.optimizer_steps = self.step, self.opt_steps
         result.history = list(self.history)
@@ -883,6 +899,13 @@ class Trainer:
         if result.last_checkpoint is None and self.main and self.last_path().exists():
             result.last_checkpoint = self.last_path()
         return result
+
+    def close(self) -> None:
+        """Flush and close the TensorBoard writer (also when training fails)."""
+        if self.writer is not None:
+            self.writer.flush()
+            self.writer.close()
+            self.writer = None
 
     def _end_epoch(self, seconds: float, result: TrainResult) -> bool:
         """Validation, scheduler, early stopping, checkpoints and the summary line; True = stop early."""

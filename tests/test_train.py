@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from danna_sep.cli import main
 from danna_sep.config import configs_dir, load_config
-from danna_sep.errors import CheckpointError, DatasetError
+from danna_sep.errors import CheckpointError, DannaError, DatasetError
 from danna_sep.train import ShardedBatchSampler, Trainer, load_weights, read_state_dict, train
 
 torch.set_num_threads(1)  # the suite runs two test files at once on two cores
@@ -198,6 +198,12 @@ def test_plateau_scheduler_and_early_stopping_act(tmp_path):
     result = run(cfg, tmp_path)
     assert result.stopped_early and result.epochs_completed == 3 and len(result.history) == 3
     assert result.lr == pytest.approx(1e-12 * 0.5**2)
+
+
+def test_divergence_stops_with_a_clear_error(tmp_path):
+    cfg = tiny("demucs_split", *DEMUCS, "optimizer.type=SGD", 'optimizer.args={"lr": 1e30}', cum_steps=1)
+    with pytest.raises(DannaError, match="diverged"):
+        run(cfg, tmp_path, train_items=8)
 
 
 def test_sigterm_saves_a_resumable_checkpoint(tmp_path):
