@@ -2,7 +2,10 @@
 
 Both models run in the same process, interleaved repeat by repeat so that CPU noise from other jobs hits both:
 - ``inference``: 10 s of stereo at 44.1 kHz, batch 1, ``torch.inference_mode``;
-- ``train step``: batch 1 × 6 s, AMP off: forward, L1 loss against random stems, backward, Adam step.
+- ``fwd+bwd``: batch 1 × 6 s in train mode, AMP off: forward, L1 loss against random stems, backward;
+- ``Adam``: one optimizer step over all parameters (given gradients), with torch's default (``foreach``)
+  implementation and with ``fused=True`` (``optimizer.args.fused: true`` in a config);
+- ``train step`` rows are ``fwd+bwd`` plus the Adam step (sums of the minima).
 
 The peer is the same family (v3-era Demucs: GELU, DConv branches with local attention and small LSTMs, group
 norm at the two deepest levels) with one shared decoder and no bottleneck BiLSTM; ours has the big 2-layer
@@ -36,13 +39,18 @@ def time_inference(model: torch.nn.Module, mix: torch.Tensor) -> float:
         return time.perf_counter() - start
 
 
-def time_train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, mix: torch.Tensor,
-                    stems: torch.Tensor) -> float:
+def time_forward_backward(model: torch.nn.Module, mix: torch.Tensor, stems: torch.Tensor) -> float:
     model.train()
+    for p in model.parameters():
+        p.grad = None
     start = time.perf_counter()
-    optimizer.zero_grad(set_to_none=True)
     loss = (model(mix) - stems).abs().mean()
     loss.backward()
+    return time.perf_counter() - start
+
+
+def time_optimizer_step(optimizer: torch.optim.Optimizer) -> float:
+    start = time.perf_counter()
     optimizer.step()
     return time.perf_counter() - start
 
@@ -58,17 +66,20 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     models = build_models()
-    optimizers = {name: torch.optim.Adam(m.parameters(), lr=3e-4) for name, m in models.items()}
     gen = torch.Generator().manual_seed(0)
     mix_infer = torch.randn(1, 2, int(args.infer_seconds * SAMPLE_RATE), generator=gen)
     train_len = int(args.train_seconds * SAMPLE_RATE)
     stems = 0.5 * torch.randn(1, 4, 2, train_len, generator=gen)
     mix_train = stems.sum(dim=1)
+    # the Adam cases run after the fwd+bwd case and step on its last gradients; tiny lr keeps the models intact
+    optimizers = {(name, fused): torch.optim.Adam(model.parameters(), lr=1e-9, fused=fused)
+                  for name, model in models.items() for fused in (False, True)}
 
     cases = {
         f"inference {args.infer_seconds:g} s": lambda name: time_inference(models[name], mix_infer),
-        f"train step 1x{args.train_seconds:g} s": lambda name: time_train_step(
-            models[name], optimizers[name], mix_train, stems),
+        f"fwd+bwd 1x{args.train_seconds:g} s": lambda name: time_forward_backward(models[name], mix_train, stems),
+        "Adam step (foreach)": lambda name: time_optimizer_step(optimizers[name, False]),
+        "Adam step (fused)": lambda name: time_optimizer_step(optimizers[name, True]),
     }
     times = {(case, name): [] for case in cases for name in models}
     for case, run in cases.items():
@@ -77,6 +88,11 @@ def main() -> None:
         for _ in range(args.repeat):
             for name in models:
                 times[case, name].append(run(name))
+    best = {key: min(value) for key, value in times.items()}
+    fwd_bwd = f"fwd+bwd 1x{args.train_seconds:g} s"
+    for name in models:
+        best["train step (foreach)", name] = best[fwd_bwd, name] + best["Adam step (foreach)", name]
+        best["train step (fused)", name] = best[fwd_bwd, name] + best["Adam step (fused)", name]
 
     print(f"CPU, {torch.get_num_threads()} threads, batch 1, min of {args.repeat} interleaved runs")
     params = {name: sum(p.numel() for p in m.parameters()) for name, m in models.items()}
@@ -85,8 +101,8 @@ def main() -> None:
     header = f"{'case':<22} {ours + ' s':>14} {peer + ' s':>16} {'ratio':>6}"
     print(header)
     print("-" * len(header))
-    for case in cases:
-        a, b = min(times[case, ours]), min(times[case, peer])
+    for case in [*cases, "train step (foreach)", "train step (fused)"]:
+        a, b = best[case, ours], best[case, peer]
         print(f"{case:<22} {a:>14.2f} {b:>16.2f} {a / b:>6.2f}")
     print("times are noisy when other jobs share the CPU; the min is the least disturbed run")
 

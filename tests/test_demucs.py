@@ -1,3 +1,4 @@
+import julius
 import pytest
 import torch
 from torch import nn
@@ -6,6 +7,7 @@ from torch.nn import functional as F
 from danna_sep.errors import ConfigError
 from danna_sep.models import build_model
 from danna_sep.models.demucs import (
+    BlockResample,
     DecoderLevel,
     DemucsSplit,
     PhaseConvTranspose1d,
@@ -180,13 +182,15 @@ def test_torchscript_matches_eager(config):
 
 
 @pytest.mark.parametrize("cin,cout,kernel,stride,groups", [(96, 8, 8, 4, 4), (8, 6, 7, 3, 2), (4, 4, 3, 1, 1), (4, 8, 2, 4, 1)])
-def test_phase_conv_transpose_matches_torch(cin, cout, kernel, stride, groups):
+@pytest.mark.parametrize("frames", [37, 1100])  # phase-split path, and torch's for short inputs
+def test_phase_conv_transpose_matches_torch(cin, cout, kernel, stride, groups, frames):
     torch.manual_seed(0)
     conv = PhaseConvTranspose1d(cin, cout, kernel, stride, groups=groups).double()
-    x = torch.randn(2, cin, 37, dtype=torch.float64, requires_grad=True)
+    conv.min_frames = 1000 - frames  # 37 → phase path, 1100 → torch's
+    x = torch.randn(2, cin, frames, dtype=torch.float64, requires_grad=True)
     out = conv(x)
     ref = F.conv_transpose1d(x, conv.weight, conv.bias, stride=stride, groups=groups)
-    assert out.shape == ref.shape == (2, cout, 36 * stride + kernel)
+    assert out.shape == ref.shape == (2, cout, (frames - 1) * stride + kernel)
     torch.testing.assert_close(out, ref)
     # same gradients for input and weight
     g = torch.randn_like(ref)
@@ -194,6 +198,19 @@ def test_phase_conv_transpose_matches_torch(cin, cout, kernel, stride, groups):
     ref_grads = torch.autograd.grad(ref, (x, conv.weight), g)
     for a, b in zip(grads, ref_grads):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("old_sr,new_sr", [(1, 2), (2, 1), (3, 2)])
+def test_block_resample_matches_julius(old_sr, new_sr):
+    mine = torch.jit.script(BlockResample(old_sr, new_sr))
+    ref = julius.ResampleFrac(old_sr, new_sr).double()
+    for length in (1, 2, 3, 31, 32, 33, 1000, 4099):
+        x = torch.randn(2, 3, length, dtype=torch.float64)
+        expected = ref(x)
+        out = mine(x)
+        assert out.shape == expected.shape == (2, 3, new_sr * length // old_sr)
+        torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
+    assert not BlockResample(1, 2).state_dict()  # fixed filters stay out of checkpoints
 
 
 def test_rescale_init():

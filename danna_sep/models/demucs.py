@@ -16,8 +16,8 @@ lose their estimate (inputs shorter than one bottom frame, 4778 samples in the r
 zero-padded up to it). With exact lengths every skip matches its decoder input; skips are still centre-trimmed so
 that any mismatch would stay centred instead of shifting the estimate.
 
-Resampling is julius' windowed-sinc ``ResampleFrac`` (it compiles with TorchScript); its fixed kernels are buffers,
-so they are part of the ``state_dict``.
+Resampling uses julius' windowed-sinc filters (``ResampleFrac``), applied as a block convolution that is several
+times faster on CPU (:class:`BlockResample`); the fixed kernels are not part of the ``state_dict``.
 """
 from __future__ import annotations
 
@@ -83,6 +83,49 @@ class BLSTM(nn.Module):
         return self.linear(x).permute(1, 2, 0)
 
 
+class BlockResample(nn.Module):
+    """julius' ``ResampleFrac(old_sr, new_sr)`` with the same filter and output, computed as a block convolution.
+
+    julius runs a ``Conv1d`` with one input channel, ``new_sr`` output channels and stride ``old_sr``, which the CPU
+    backends run at a small fraction of their speed. Here ``block`` consecutive output frames are produced at once:
+    the signal is cut into hops of ``old_sr·block`` samples that become the input channels, and the filter becomes a
+    block-Toeplitz ``(block·new_sr, old_sr·block, taps)`` weight. That is ~1.5× the multiply-adds in a GEMM-shaped
+    convolution; forward and backward are 3-7× faster. The edges are replicate-padded exactly as in julius.
+
+    ``(..., samples)`` → ``(..., new_sr · samples // old_sr)`` (julius' default output length).
+    """
+
+    def __init__(self, old_sr: int, new_sr: int, block: int = 16):
+        super().__init__()
+        ref = julius.ResampleFrac(old_sr, new_sr)  # reduces the ratio by the gcd and designs the filters
+        self.old_sr, self.new_sr, self.block = ref.old_sr, ref.new_sr, block
+        self.width = ref._width if ref.old_sr != ref.new_sr else 0
+        kernel = ref.kernel[:, 0] if ref.old_sr != ref.new_sr else torch.ones(1, 1)  # (new_sr, K)
+        size = kernel.shape[-1]
+        hop = self.old_sr * block
+        self.taps = -(-(size + self.old_sr * (block - 1)) // hop)
+        # output frame b of a block reads the hop-strided input from offset old_sr·b on
+        flat = torch.zeros(block, self.new_sr, self.taps * hop)
+        for b in range(block):
+            flat[b, :, self.old_sr * b : self.old_sr * b + size] = kernel
+        weight = flat.view(block * self.new_sr, self.taps, hop).transpose(1, 2).contiguous()
+        self.register_buffer("weight", weight, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        length = x.shape[-1]
+        rows = x.reshape(-1, 1, length)
+        out_length = self.new_sr * length // self.old_sr
+        hop = self.old_sr * self.block
+        blocks = max(1, -(-out_length // (self.new_sr * self.block)))
+        rows = F.pad(rows, (self.width, self.width + self.old_sr), mode="replicate")
+        # zeros past julius' padding only reach output frames that are cropped
+        rows = F.pad(rows, (0, hop * (blocks + self.taps - 1) - rows.shape[-1]))
+        rows = rows.view(rows.shape[0], blocks + self.taps - 1, hop).transpose(1, 2)
+        y = F.conv1d(rows, self.weight.to(rows.dtype))  # (rows, block·new_sr, blocks)
+        y = y.transpose(1, 2).reshape(y.shape[0], -1)[:, :out_length]
+        return y.reshape(x.shape[:-1] + (out_length,))
+
+
 class PhaseConvTranspose1d(nn.ConvTranspose1d):
     """``nn.ConvTranspose1d`` (no padding, no dilation; groups allowed) computed as one ordinary grouped ``Conv1d``.
 
@@ -91,15 +134,21 @@ class PhaseConvTranspose1d(nn.ConvTranspose1d):
     interleaving the phases gives the same result from the same parameters, and is several times faster on CPU
     than PyTorch's grouped transposed convolution (which has no fast path there).
 
+    The weight has to be rearranged on every call, which costs more than it saves for short inputs with large
+    weights (the deepest levels), so inputs under ``min_frames`` frames use ``F.conv_transpose1d``.
+
     ``(batch, in_channels, T)`` → ``(batch, out_channels, (T − 1)·stride + kernel_size)``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, groups: int = 1,
                  bias: bool = True):
         super().__init__(in_channels, out_channels, kernel_size, stride, groups=groups, bias=bias)
+        self.min_frames = 1024
 
     def forward(self, x: Tensor) -> Tensor:
         stride, kernel, groups = self.stride[0], self.kernel_size[0], self.groups
+        if x.shape[-1] < self.min_frames:
+            return F.conv_transpose1d(x, self.weight, self.bias, stride, groups=groups)
         taps = (kernel + stride - 1) // stride
         weight = self.weight  # (in, out / groups, kernel)
         in_per_group, out_per_group = weight.shape[0] // groups, weight.shape[1]
@@ -140,13 +189,14 @@ class DecoderLevel(nn.Module):
         self.last = last
 
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
-        h = self.pre_conv(x) + self.skip_conv(skip)
+        h = self.pre_conv(x)
+        h += self.skip_conv(skip)  # in place: neither convolution needs its output for backward
         batch, _, frames = h.shape
         # GLU within each source's block of 2·width channels
         h = F.glu(h.view(batch, self.sources, 2 * self.width, frames), dim=2)
         h = self.deconv(h.reshape(batch, self.sources * self.width, frames))
         if not self.last:
-            h = F.relu(h)
+            h = F.relu_(h)
         return h
 
 
@@ -208,7 +258,7 @@ class DemucsSplit(nn.Module):
         in_channels = audio_channels
         for width in widths:
             self.encoder.append(nn.Sequential(
-                nn.Conv1d(in_channels, width, kernel_size, stride), nn.ReLU(),
+                nn.Conv1d(in_channels, width, kernel_size, stride), nn.ReLU(inplace=True),
                 nn.Conv1d(width, 2 * width, 1), nn.GLU(dim=1),
             ))
             in_channels = width
@@ -225,8 +275,8 @@ class DemucsSplit(nn.Module):
             self.decoder.append(DecoderLevel(sources, widths[level], out_per_source, kernel_size, stride, level == 0))
 
         if resample:
-            self.upsample = julius.ResampleFrac(1, 2)
-            self.downsample = julius.ResampleFrac(2, 1)
+            self.upsample = BlockResample(1, 2)
+            self.downsample = BlockResample(2, 1)
         else:
             self.upsample = nn.Identity()
             self.downsample = nn.Identity()
