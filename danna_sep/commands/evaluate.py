@@ -26,6 +26,8 @@ def add_common(parser: argparse.ArgumentParser, subset: str) -> None:
                         help="processes scoring tracks in parallel (default: CPU cores)")
     parser.add_argument("--device", default="cpu", help="device for separation: cpu, cuda, mps or auto (default cpu)")
     parser.add_argument("--tracks", type=int, default=None, help="only the first N tracks of the split")
+    parser.add_argument("--niter", type=int, default=1,
+                        help="Wiener EM iterations for the spectral models (default 1, as the original; 0 = masks)")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         bag = Bag.load(args.bag) if args.bag else ORIGINAL_BAG
         models = load_models(args.checkpoints, bag.models, args.device)
-        refs = separate_to_cache(models, tracks, outdir / "cache", args.root, args.subset)
+        refs = separate_to_cache(models, tracks, outdir / "cache", args.root, args.subset, {"niter": args.niter})
         systems = bag_systems(bag)
     summary = evaluate(tracks, refs, systems, args.subset, outdir, jobs=args.jobs, museval=args.museval)
     print(format_table(summary))

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     tracks = load_tracks(args, args.subset)
     outdir = Path(args.outdir)
     models = load_models(args.checkpoints, roles, args.device)
-    refs = separate_to_cache(models, tracks, outdir / "cache", args.root, args.subset)
+    refs = separate_to_cache(models, tracks, outdir / "cache", args.root, args.subset, {"niter": args.niter})
     bag = fit_from_cache(tracks, refs, roles, jobs=args.jobs, step=args.step)
     bag.save(args.out)
     print(f"fitted weights on {len(tracks)} {args.subset} track(s) (rows {', '.join(roles)}; "
@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     if args.eval_subset == "none":
         return 0
     test = load_tracks(args, args.eval_subset)
-    test_refs = separate_to_cache(models, test, outdir / "cache", args.root, args.eval_subset)
+    test_refs = separate_to_cache(models, test, outdir / "cache", args.root, args.eval_subset,
+                                  {"niter": args.niter})
     systems = {m: {m: np.ones(4)} for m in roles}
     original = original_bag(roles)
     if original is not None:
