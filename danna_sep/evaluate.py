@@ -114,11 +114,14 @@ def cache_key(model_path: PathLike, root: PathLike, subset: str, settings: Mappi
 
 
 def separate_to_cache(models: Mapping[str, Any], tracks: Sequence, cache: PathLike, root: PathLike, subset: str,
-                      settings: Optional[Mapping[str, Any]] = None, log=print) -> dict[str, dict[str, EstimateRef]]:
+                      settings: Optional[Mapping[str, Any]] = None, log=print,
+                      keys: Optional[Mapping[str, PathLike]] = None) -> dict[str, dict[str, EstimateRef]]:
     """Separate every track with every model alone, keeping the stems in ``cache`` (reused when present).
 
-    ``models``: role → :class:`~danna_sep.export.LoadedModel` (with ``.path``). ``settings``: keyword arguments of
-    :class:`~danna_sep.separate.Separator`. Returns role → track name → :class:`EstimateRef`.
+    ``models``: role → :class:`~danna_sep.export.LoadedModel`. ``settings``: keyword arguments of
+    :class:`~danna_sep.separate.Separator`. ``keys``: role → the file that identifies the model in the cache key
+    (default the model's own file, ``.path``; needed for models built in memory). Returns role → track name →
+    :class:`EstimateRef`.
     """
     import torch
 
@@ -127,7 +130,10 @@ def separate_to_cache(models: Mapping[str, Any], tracks: Sequence, cache: PathLi
     settings = dict(settings or {})
     out: dict[str, dict[str, EstimateRef]] = {}
     for role, model in models.items():
-        folder = Path(cache) / f"{role}-{cache_key(model.path, root, subset, settings)}"
+        ident = (keys or {}).get(role) or model.path
+        if ident is None:
+            raise ValueError(f"{role}: a model without a file needs keys[{role!r}] to name its cache")
+        folder = Path(cache) / f"{role}-{cache_key(ident, root, subset, settings)}"
         # one model alone: an identity bag, so its stems are exactly what the blend weighs
         separator = Separator({role: model}, Bag([role], np.ones((1, len(SOURCES)))), **settings)
         out[role] = {}
