@@ -1,3 +1,5 @@
+import io
+
 import julius
 import pytest
 import torch
@@ -7,6 +9,7 @@ from torch.nn import functional as F
 from danna_sep.errors import ConfigError
 from danna_sep.models import build_model
 from danna_sep.models.demucs import (
+    BLSTM,
     BlockResample,
     DecoderLevel,
     DemucsSplit,
@@ -16,8 +19,8 @@ from danna_sep.models.demucs import (
     standardize,
 )
 
-# the project's contract is TorchScript; torch ≥ 2.10 flags torch.jit.script as deprecated
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+# the project's contract is TorchScript; recent torch flags torch.jit.script/save/load as deprecated
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.(script|save|load)` is deprecated:DeprecationWarning")
 
 
 @pytest.fixture(autouse=True)
@@ -179,6 +182,12 @@ def test_torchscript_matches_eager(config):
         with torch.no_grad():
             torch.testing.assert_close(scripted(x), model(x))
     assert scripted.valid_length(1234) == model.valid_length(1234)
+    buffer = io.BytesIO()
+    torch.jit.save(scripted, buffer)
+    buffer.seek(0)
+    loaded = torch.jit.load(buffer)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
 
 
 @pytest.mark.parametrize("cin,cout,kernel,stride,groups", [(96, 8, 8, 4, 4), (8, 6, 7, 3, 2), (4, 4, 3, 1, 1), (4, 8, 2, 4, 1)])
@@ -211,6 +220,23 @@ def test_block_resample_matches_julius(old_sr, new_sr):
         assert out.shape == expected.shape == (2, 3, new_sr * length // old_sr)
         torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
     assert not BlockResample(1, 2).state_dict()  # fixed filters stay out of checkpoints
+
+
+@pytest.mark.parametrize("batch,frames", [(1, 1), (3, 9)])
+def test_cpu_training_lstm_matches_nn_lstm(batch, frames):
+    torch.manual_seed(0)
+    blstm = BLSTM(6, 2, 5).double()
+    x = torch.randn(batch, 6, frames, dtype=torch.float64, requires_grad=True)
+    assert blstm._use_recurrence(x.permute(2, 0, 1))
+    out = blstm(x)
+    grad = torch.randn_like(out)
+    grads = torch.autograd.grad(out, [x, *blstm.parameters()], grad)
+    blstm._use_recurrence = lambda x: False  # the nn.LSTM path, as in inference and TorchScript
+    ref = blstm(x)
+    ref_grads = torch.autograd.grad(ref, [x, *blstm.parameters()], grad)
+    torch.testing.assert_close(out, ref)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b)
 
 
 def test_rescale_init():
