@@ -53,6 +53,7 @@ DOMAIN_OF_ROLE = {"xumx": "spectral", "unet": "spectral", "demucs": "waveform"}
 _LEGACY_NAMES = {"xumx_mwf_v4.pth": "xumx", "unet_test.pth": "unet", "demucs.pth": "demucs"}
 
 ONNX_OPSET = 17
+WAVEFORM_ONNX_LENGTH = 10 * SAMPLE_RATE + 4096  # a 10 s Demucs segment and the separator's margin
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ class ModelInfo:
     """What the separator needs to know about a model besides its weights.
 
     ``frame_multiple``: spectral models whose frames are pooled (the U-Net: ``2**levels``) work best on segments
-    that are multiples of it and start on such multiples.
+    that are multiples of it and start on such multiples. ``fixed_length``: the only input length (samples) a
+    model accepts, e.g. a waveform model exported to ONNX, whose graph freezes its length arithmetic.
     """
 
     domain: str  # "spectral" or "waveform"
@@ -71,6 +73,7 @@ class ModelInfo:
     n_fft: int = 4096
     hop_length: int = 1024
     frame_multiple: int = 1
+    fixed_length: Optional[int] = None
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)  # e.g. trained epochs, source checkpoint name
 
@@ -79,7 +82,8 @@ class ModelInfo:
             raise CheckpointError(f"model metadata: domain must be 'spectral' or 'waveform', got {self.domain!r}")
         if tuple(self.sources) != tuple(SOURCES):
             raise CheckpointError(f"model metadata: sources must be {list(SOURCES)}, got {list(self.sources)}")
-        if self.sample_rate <= 0 or self.channels < 1 or self.n_fft < 2 or self.hop_length < 1 or self.frame_multiple < 1:
+        if (self.sample_rate <= 0 or self.channels < 1 or self.n_fft < 2 or self.hop_length < 1
+                or self.frame_multiple < 1 or (self.fixed_length is not None and self.fixed_length < 1)):
             raise CheckpointError(f"model metadata: invalid values {self.to_dict()}")
 
     @property
@@ -244,16 +248,26 @@ def export_torchscript(model: nn.Module, path: PathLike, info: ModelInfo) -> tor
     return scripted
 
 
-def export_onnx(model: nn.Module, path: PathLike, info: ModelInfo, opset: int = ONNX_OPSET) -> None:
-    """Export ``model`` to ONNX (input ``input``, output ``output``, dynamic batch and time axes) with metadata."""
+def export_onnx(model: nn.Module, path: PathLike, info: ModelInfo, opset: int = ONNX_OPSET,
+                fixed_length: int = WAVEFORM_ONNX_LENGTH) -> ModelInfo:
+    """Export ``model`` to ONNX (input ``input``, output ``output``) with metadata; returns the metadata written.
+
+    Spectral models get dynamic batch and frame axes. Waveform models are exported for inputs of exactly
+    ``fixed_length`` samples (recorded as :attr:`ModelInfo.fixed_length`; the separator feeds segments of that
+    size): tracing freezes Demucs's valid-length arithmetic, so no other length would be right.
+    """
     try:
         import onnx
     except ImportError:
         raise ConfigError("ONNX export needs the 'onnx' package (pip install 'danna-sep[onnx]')") from None
     model = model.eval()
-    example = example_input(info, 96 if info.domain == "spectral" else 2 * info.sample_rate)
-    time_axis = "frames" if info.domain == "spectral" else "samples"
-    dynamic = {"input": {0: "batch", example.dim() - 1: time_axis}, "output": {0: "batch", example.dim(): time_axis}}
+    if info.domain == "waveform":
+        info = ModelInfo(**{**info.__dict__, "fixed_length": fixed_length})
+        example = example_input(info, fixed_length)
+        dynamic = {"input": {0: "batch"}, "output": {0: "batch"}}
+    else:
+        example = example_input(info, 96)
+        dynamic = {"input": {0: "batch", 3: "frames"}, "output": {0: "batch", 4: "frames"}}
     path = Path(path)
     with tempfile.TemporaryDirectory(dir=path.parent if path.parent.exists() else None) as tmp:
         raw = Path(tmp) / "model.onnx"
@@ -265,10 +279,37 @@ def export_onnx(model: nn.Module, path: PathLike, info: ModelInfo, opset: int = 
         except Exception as exc:
             raise CheckpointError(f"ONNX export of {type(model).__name__} failed (an operator ONNX opset {opset} "
                                   f"cannot express?): {str(exc).strip().splitlines()[0]}") from None
+        # a second, quieter input (of another length where the time axis is dynamic) catches frozen branches
+        other = 0.1 * example_input(info, info.fixed_length or 77, seed=1)
+        _check_onnx_runs(raw, model, (example, other))
         proto = onnx.load(str(raw))
         entry = proto.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, info.to_json()
         _write_atomic(path, proto.SerializeToString())
+    return info
+
+
+def _check_onnx_runs(path: Path, model: nn.Module, inputs: Sequence[Tensor], tolerance: float = 1e-4) -> None:
+    """The exported graph must reproduce the eager model on ``inputs``; a graph that does not (an operator the
+    exporter translates wrongly, a Python branch the tracer froze) is never written."""
+    try:
+        import onnxruntime as ort
+    except ImportError:  # nothing to check with; `danna export` verifies when it can
+        return
+    name = type(model).__name__
+    session = None
+    for x in inputs:
+        try:
+            session = session or ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            got = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+        except Exception as exc:
+            raise CheckpointError(f"the ONNX export of {name} does not run in onnxruntime "
+                                  f"({str(exc).strip().splitlines()[0][:300]}); use the TorchScript export") from None
+        with torch.no_grad():
+            want = model(x)
+        if got.shape != want.shape or not max_relative_error(got, want) <= tolerance:
+            raise CheckpointError(f"the ONNX export of {name} does not reproduce the model for input "
+                                  f"{tuple(x.shape)}; use the TorchScript export")
 
 
 @contextlib.contextmanager
@@ -444,7 +485,13 @@ def _load_onnx(path: Path, role: Optional[str], device: torch.device) -> LoadedM
     input_name = session.get_inputs()[0].name
 
     def run(x: Tensor) -> Tensor:
-        out = session.run(None, {input_name: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)})[0]
-        return torch.from_numpy(out).to(device)
+        if info.fixed_length is not None and x.shape[-1] != info.fixed_length:
+            raise CheckpointError(f"{path}: takes exactly {info.fixed_length} samples, got {x.shape[-1]}")
+        try:
+            out = session.run(None, {input_name: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)})
+        except Exception as exc:  # onnxruntime's own error types
+            raise CheckpointError(f"{path}: onnxruntime failed for input {tuple(x.shape)} "
+                                  f"({str(exc).strip().splitlines()[0]})") from None
+        return torch.from_numpy(out[0]).to(device)
 
     return LoadedModel(run, info, "onnx", path, device)

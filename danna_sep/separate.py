@@ -26,10 +26,11 @@ first resampled block by block into a temporary float WAV, and FFmpeg formats (m
 """
 from __future__ import annotations
 
-import math
 import os
+import queue
 import random
 import tempfile
+import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -350,6 +351,10 @@ class Separator:
         wiener_window: frames per independent Wiener block; None = the whole track (the original).
         shifts: average over this many random shifts of the input (in [0, 0.5 s)); 1 = no shift.
         seed: seeds the shifts, so results are reproducible.
+        parallel: run each model (and shift) in its own thread, the blend taking their pieces as they come.
+            On a CPU this uses the cores without OpenMP's barriers between them (far more robust on a busy
+            machine); pair it with ``torch.set_num_threads(cores // streams)``, as the ``danna-sep`` command
+            does. Progress callbacks then come from those threads.
         progress: called with a :class:`Progress` after every segment of every model.
     """
 
@@ -358,7 +363,8 @@ class Separator:
 
     def __init__(self, models: Mapping[str, LoadedModel], bag: Bag = ORIGINAL_BAG, *, segment: Optional[float] = None,
                  overlap: float = 0.25, split: bool = True, niter: int = 1, wiener_window: Optional[int] = 300,
-                 shifts: int = 1, seed: int = 0, progress: Optional[Callable[[Progress], None]] = None):
+                 shifts: int = 1, seed: int = 0, parallel: bool = False,
+                 progress: Optional[Callable[[Progress], None]] = None):
         missing = [m for m in bag.models if m not in models]
         if missing:
             raise ConfigError(f"the blend uses {missing} but no such model was given (have {sorted(models)})")
@@ -382,6 +388,7 @@ class Separator:
         self.segment, self.overlap, self.split = segment, overlap, split
         self.niter, self.wiener_window = niter, wiener_window
         self.shifts, self.seed = shifts, seed
+        self.parallel = parallel
         self.progress = progress
         self._checked: set = set()
 
@@ -498,13 +505,23 @@ class Separator:
         offsets = [0] if self.shifts == 1 else [rng.randrange(max_shift) for _ in range(self.shifts)]
         active = [(m, role) for m, role in enumerate(self.bag.models) if weights[m, list(needed)].abs().sum() > 0]
         work = _Work(name, reader.length / SAMPLE_RATE, len(active) * len(offsets), progress)
-        streams = []
-        for m, role in active:
-            for offset in offsets:
-                streams.append((self._model_stream(role, reader, offset, work, len(streams)), weights[m] / len(offsets)))
         if progress is not None:
             progress(Progress(name, 0.0, work.duration, ""))
-        yield from _blend(streams, reader.length, reader.channels)
+        streams = []
+        try:
+            for m, role in active:
+                for offset in offsets:
+                    it = self._model_stream(role, reader, offset, work, len(streams))
+                    streams.append((_Background(it) if self.parallel else it, weights[m] / len(offsets)))
+            yield from _blend(streams, reader.length, reader.channels)
+        finally:
+            for it, _ in streams:
+                if isinstance(it, _Background):
+                    it.close()
+
+    def stream_count(self) -> int:
+        """Model streams per track (models with a non-zero weight × shifts): the parallelism of ``parallel``."""
+        return int((abs(self.bag.weights).sum(1) > 0).sum()) * self.shifts
 
     def _model_stream(self, role: str, reader: TrackReader, offset: int, work: _Work, index: int) -> Iterator[Tensor]:
         model = self.models[role]
@@ -570,7 +587,13 @@ class Separator:
     def _waveform_stream(self, model: LoadedModel, reader: TrackReader,
                          report: Callable[[float], None]) -> Iterator[Tensor]:
         info, length = model.info, reader.length
-        if self.split:
+        if info.fixed_length is not None:  # e.g. an ONNX Demucs: every call gets exactly this many samples
+            seg = info.fixed_length - WAVEFORM_MARGIN
+            if seg < 1:
+                raise CheckpointError(f"{model.name}: its fixed input length {info.fixed_length} leaves no room "
+                                      f"for the {WAVEFORM_MARGIN}-sample margin")
+            stride = max(1, int(seg * (1 - self.overlap)))
+        elif self.split:
             seg = round((WAVEFORM_SEGMENT_SECONDS if self.segment is None else self.segment) * SAMPLE_RATE)
             stride = max(1, int(seg * (1 - self.overlap)))
         else:
@@ -579,7 +602,7 @@ class Separator:
         ramp = max(seg - stride, 0)
         timeline = _Timeline()
         for k, (a, b) in enumerate(segments):
-            x = _model_input(reader.read(a, b - a + WAVEFORM_MARGIN), info.channels)[None]
+            x = _model_input(reader.read(a, info.fixed_length or b - a + WAVEFORM_MARGIN), info.channels)[None]
             out = model(x)
             self._check(model, out, x)
             if out.shape[-1] < b - a:
@@ -588,6 +611,52 @@ class Separator:
             timeline.add(a, out[0, ..., : b - a].float().cpu(), crossfade(b - a, ramp))
             report((k + 1) / len(segments))
             yield timeline.pop(segments[k + 1][0] if k + 1 < len(segments) else length)
+
+
+class _Background:
+    """Iterate ``it`` in a daemon thread, handing its items over through a bounded queue (``ahead`` items).
+
+    Exceptions reach the consumer; :meth:`close` stops the thread at its next hand-over.
+    """
+
+    def __init__(self, it: Iterator[Tensor], ahead: int = 2):
+        self._queue: "queue.Queue[Tuple[str, object]]" = queue.Queue(ahead)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(it,), daemon=True, name="danna-sep-model")
+        self._thread.start()
+
+    def _put(self, item: Tuple[str, object]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, it: Iterator[Tensor]) -> None:
+        try:
+            for piece in it:
+                if not self._put(("piece", piece)):
+                    return
+            self._put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 — handed to the consumer, raised there
+            self._put(("error", exc))
+
+    def __iter__(self) -> "_Background":
+        return self
+
+    def __next__(self) -> Tensor:
+        kind, value = self._queue.get()
+        if kind == "piece":
+            return value  # type: ignore[return-value]
+        self._stop.set()
+        if kind == "end":
+            raise StopIteration
+        raise value  # type: ignore[misc]
+
+    def close(self) -> None:
+        self._stop.set()
 
 
 def _skip(it: Iterator[Tensor], n: int) -> Iterator[Tensor]:

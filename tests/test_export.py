@@ -241,3 +241,33 @@ def test_demucs_exports(tmp_path):
     loaded = load_model(tmp_path / "demucs_4_decoders.pth")
     assert loaded.info.domain == "waveform"
     assert verify(model, loaded, (4410, 5001)) <= 1e-5
+
+
+def test_waveform_onnx_has_a_fixed_length(tmp_path):
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = TinyWave().eval()
+    info = export_onnx(model, tmp_path / "demucs.onnx", ModelInfo.from_model(model), fixed_length=6000)
+    loaded = load_model(tmp_path / "demucs.onnx")
+    assert loaded.info.fixed_length == info.fixed_length == 6000 and loaded.info.domain == "waveform"
+    assert verify(model, loaded, (6000,)) <= 1e-5
+    with pytest.raises(CheckpointError, match="exactly 6000 samples"):
+        loaded(torch.zeros(1, 2, 5000))
+
+
+class Unexportable(nn.Module):
+    """Exports without error but computes something else in onnxruntime (a data-dependent Python branch)."""
+
+    domain = "spectral"
+
+    def forward(self, mag):
+        scale = 2.0 if float(mag.mean()) > 1.0 else 0.5  # frozen by the tracer
+        return (scale * mag)[:, None].expand(-1, 4, -1, -1, -1)
+
+
+def test_onnx_export_that_does_not_reproduce_the_model_is_refused(tmp_path):
+    pytest.importorskip("onnxruntime")
+    info = ModelInfo("spectral")
+    with pytest.raises(CheckpointError, match="does not reproduce"):
+        export_onnx(Unexportable(), tmp_path / "bad.onnx", info)
+    assert not (tmp_path / "bad.onnx").exists()

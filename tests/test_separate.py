@@ -3,6 +3,8 @@ import json
 import math
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -236,6 +238,19 @@ def test_chunked_separation_equals_the_whole_track(options):
     assert rel(got, want) < 1e-5
 
 
+def test_fixed_length_waveform_model():
+    # an ONNX Demucs takes exactly one input length: the separator feeds it segments of that size
+    models = {**point_models(), "demucs": LoadedModel.from_module(PointWave(seed=3).eval(),
+                                                                   ModelInfo("waveform", fixed_length=12000))}
+    calls = []
+    inner = models["demucs"]._fn
+    models["demucs"]._fn = lambda x: calls.append(x.shape[-1]) or inner(x)
+    wav = music(1.3)
+    got = stacked(Separator(models, BLEND, niter=0).separate(wav, SR))
+    assert set(calls) == {12000} and len(calls) > 3
+    assert rel(got, reference(models, BLEND, wav, niter=0)) < 1e-5
+
+
 def test_local_models_are_seamless_away_from_the_edges():
     models = {"unet": spec_model(LocalSpec(seed=0)), "demucs": wave_model(LocalWave(seed=1))}
     bag = Bag(models=["unet", "demucs"], weights=[[0.5] * 4, [0.5] * 4])
@@ -340,6 +355,31 @@ def test_progress_reaches_one_and_never_goes_back():
     sep.separate(music(1.5), SR)
     assert seen[0] == 0.0 and seen[-1] == pytest.approx(1.0)
     assert all(b >= a for a, b in zip(seen, seen[1:]))
+
+
+class Broken(nn.Module):
+    domain = "waveform"
+
+    def forward(self, x):
+        return x  # (batch, 2, samples): not the contract's (batch, 4, 2, samples)
+
+
+def test_parallel_streams_give_the_same_result_and_pass_errors_on():
+    models = point_models()
+    wav = music(1.5)
+    serial = stacked(Separator(models, BLEND, segment=0.4).separate(wav, SR))
+    parallel = stacked(Separator(models, BLEND, segment=0.4, parallel=True).separate(wav, SR))
+    assert torch.equal(serial, parallel)
+
+    before = threading.active_count()
+    broken = {**models, "demucs": wave_model(Broken())}
+    with pytest.raises(CheckpointError, match="contract"):
+        Separator(broken, BLEND, segment=0.4, parallel=True).separate(wav, SR)
+    for _ in range(50):  # the other models' threads stop at their next hand-over
+        if threading.active_count() <= before:
+            break
+        time.sleep(0.1)
+    assert threading.active_count() <= before
 
 
 def test_bad_options_and_devices():

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{info.arch['type']}: {n_params:,} parameters{epochs}")
 
     if onnx:
-        export_onnx(model, out, info)
+        info = export_onnx(model, out, info)
     else:
         scripted = export_torchscript(model, out, info)
         if args.print_code:
@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.verify:
         loaded: LoadedModel = load_model(out)
-        lengths = _VERIFY_FRAMES if info.domain == "spectral" else _VERIFY_SAMPLES
+        lengths = (_VERIFY_FRAMES if info.domain == "spectral" else
+                   (info.fixed_length,) if info.fixed_length else _VERIFY_SAMPLES)
         err = verify(model, loaded, lengths, args.tolerance)
         unit = "frames" if info.domain == "spectral" else "samples"
         print(f"verified against the eager model: max relative difference {err:.2g} "

@@ -55,21 +55,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="JSON blend: {\"models\": [...], \"weights\": models × sources}; overrides --fast")
 
     quality = parser.add_argument_group("quality and speed")
-    quality.add_argument("--niter", type=int, default=1,
+    quality.add_argument("--niter", type=int, default=1, metavar="N",
                          help="Wiener EM iterations for the spectral models (default 1; 0 = plain masks)")
-    quality.add_argument("--shifts", type=int, default=1,
+    quality.add_argument("--shifts", type=int, default=1, metavar="N",
                          help="average over N random shifts of the input (better, N times slower; default 1)")
     quality.add_argument("--segment", type=float, metavar="SECONDS",
                          help="segment length for every model (default: 512 frames ≈ 11.9 s for the spectral "
                               "models, 10 s for Demucs)")
-    quality.add_argument("--overlap", type=float, default=0.25,
+    quality.add_argument("--overlap", type=float, default=0.25, metavar="FRACTION",
                          help="fraction of a segment cross-faded with the next (default 0.25)")
     quality.add_argument("--wiener-window", type=int, default=300, metavar="FRAMES",
                          help="frames per Wiener block (default 300 ≈ 7 s; 0 = whole track, as the original)")
     quality.add_argument("--no-split", action="store_true",
                          help="run every model on the whole track at once (the original; memory grows with length)")
     quality.add_argument("-d", "--device", default="auto", help="cpu, cuda, mps or auto (default)")
-    quality.add_argument("-j", "--jobs", type=int, default=1, help="files separated in parallel (default 1)")
+    quality.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="files separated in parallel (default 1)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only errors")
 
 
@@ -181,8 +181,10 @@ def _clock(seconds: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from ..audio import ClippingWarning, audio_info
-    from ..separate import Separator, stem_plan
+    from ..separate import Separator, resolve_device, stem_plan
 
     stems = [s.strip() for s in args.stems.split(",") if s.strip()] if args.stems is not None else None
     plan = stem_plan(stems, args.two_stems)
@@ -194,10 +196,15 @@ def run(args: argparse.Namespace) -> int:
     if not inputs:
         raise ConfigError(f"no audio files found in {', '.join(map(str, args.inputs))}")
 
+    device = resolve_device(args.device)
     separator = Separator.from_checkpoints(
-        args.checkpoints, fast=args.fast, bag=args.bag, device=args.device, segment=args.segment,
+        args.checkpoints, fast=args.fast, bag=args.bag, device=str(device), segment=args.segment,
         overlap=args.overlap, split=not args.no_split, niter=args.niter,
-        wiener_window=args.wiener_window or None, shifts=args.shifts)
+        wiener_window=args.wiener_window or None, shifts=args.shifts, parallel=device.type == "cpu")
+    if device.type == "cpu":
+        # every model (and file) runs in its own thread: share the cores out instead of stacking OpenMP teams
+        streams = separator.stream_count() * min(args.jobs, len(inputs))
+        torch.set_num_threads(max(1, torch.get_num_threads() // streams))
 
     failures: List[Tuple[Path, str]] = []
     jobs: List[Tuple[int, Path, Dict[str, Path], float]] = []
