@@ -27,6 +27,7 @@ import julius
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from .. import SOURCES
 from ..errors import ConfigError
@@ -74,8 +75,9 @@ class _LSTMRecurrence(torch.autograd.Function):
 
     At batch 1 every step is a matrix-vector product, bound by reading the weight. PyTorch's CPU LSTM backward
     also accumulates the weight gradients step by step (reading and writing a 4·hidden² matrix per step); here
-    the backward pass keeps the per-step gate gradients and forms both weight gradients with single GEMMs
-    afterwards, so it costs about one forward pass.
+    the backward pass keeps the per-step gate gradients and forms the recurrent weight's gradient with one GEMM
+    afterwards (the input weight's comes from the caller's ``F.linear`` over all frames), so it costs about one
+    forward pass. Not twice differentiable.
     """
 
     @staticmethod
@@ -102,6 +104,7 @@ class _LSTMRecurrence(torch.autograd.Function):
         return hs
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_hs: Tensor):
         w_hh, hs, cs, acts = ctx.saved_tensors
         frames, batch, hidden = hs.shape
@@ -131,7 +134,7 @@ class BLSTM(nn.Module):
 
     ``(batch, dim, frames)`` → ``(batch, out_features, frames)``.
 
-    Training on CPU runs the same ``nn.LSTM`` parameters through :class:`_LSTMRecurrence` (about 2× faster
+    Training on CPU runs the same ``nn.LSTM`` parameters through :class:`_LSTMRecurrence` (about 1.5× faster
     forward + backward at batch 1); inference, TorchScript, autocast and other devices (cuDNN) use ``nn.LSTM``.
     """
 
@@ -298,8 +301,8 @@ class DemucsSplit(nn.Module):
         depth: encoder/decoder levels.
         kernel_size, stride: of the strided encoder convolutions and the transposed decoder convolutions.
         growth: width factor between levels.
-        lstm_layers: stacked BiLSTM layers in the bottleneck (0 = none; the encoder's output is then split
-            per source by the same linear projection).
+        lstm_layers: stacked BiLSTM layers in the bottleneck (0 = none: a 1×1 convolution then maps the
+            encoder's output to the per-source decoder inputs).
         rescale: reference std of the :func:`rescale_conv_` init (0 = PyTorch's default init).
         resample: up-sample the input ×2 before the encoder and down-sample ÷2 after the decoder.
 
