@@ -34,6 +34,7 @@ test: $(STAMP)
 # benchmark-only peers (installed without their heavy dependency trees)
 bench: $(STAMP)
 	$(PIP) install -q --no-deps openunmix demucs
+	$(PIP) install -q einops  # imported by demucs.demucs
 	for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 clean:
