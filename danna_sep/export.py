@@ -24,6 +24,7 @@ import contextlib
 import io
 import json
 import os
+import secrets
 import tempfile
 import warnings
 import zipfile
@@ -297,10 +298,12 @@ def _check_onnx_runs(path: Path, model: nn.Module, inputs: Sequence[Tensor], tol
     except ImportError:  # nothing to check with; `danna export` verifies when it can
         return
     name = type(model).__name__
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # its failure is reported below, in one line
     session = None
     for x in inputs:
         try:
-            session = session or ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            session = session or ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             got = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
         except Exception as exc:
             raise CheckpointError(f"the ONNX export of {name} does not run in onnxruntime "
@@ -321,8 +324,16 @@ def _quiet_jit() -> Iterator[None]:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync, rename: ``path`` is never half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+        try:
+            # mode 0o666: the umask decides, as for any new file (mkstemp would leave it readable by us only)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -470,7 +481,7 @@ def _load_onnx(path: Path, role: Optional[str], device: torch.device) -> LoadedM
         raise CheckpointError(f"{path}: ONNX models need onnxruntime (pip install 'danna-sep[onnx]')") from None
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # failures are raised as CheckpointError instead
     providers = ["CPUExecutionProvider"]
     if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")

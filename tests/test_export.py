@@ -1,5 +1,6 @@
 """Export: TorchScript / ONNX files equal the eager models, carry their metadata, and the released files still load."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -168,6 +169,10 @@ def test_metadata_is_json_in_the_archive(tmp_path):
     extra = {METADATA_KEY: ""}
     torch.jit.load(str(tmp_path / "m.pth"), _extra_files=extra)
     data = json.loads(extra[METADATA_KEY])
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "m.pth").stat().st_mode & 0o777 == 0o666 & ~umask  # as any new file, not private
+    assert not list(tmp_path.glob(".*.part"))
     assert data["domain"] == "spectral" and data["sources"] == list(SOURCES) and data["n_fft"] == 4096
     assert data["hop_length"] == 1024 and data["sample_rate"] == 44100 and data["arch"] == TINY["xumx"]
 

@@ -438,6 +438,22 @@ def test_from_checkpoints_and_missing_files(checkpoints, tmp_path, monkeypatch):
         find_model_files(None, ["unet"])
 
 
+def test_xumx_onnx_alternative(checkpoints, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from danna_sep.export import export_onnx
+
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    for name in ("unet_attention.pth", "demucs_4_decoders.pth"):
+        (folder / name).write_bytes((checkpoints / name).read_bytes())
+    export_onnx(PointSpec(129, seed=1).eval(), folder / "xumx.onnx", ModelInfo("spectral", **SMALL))
+    onnx_sep = Separator.from_checkpoints(folder, device="cpu", segment=0.4)
+    assert onnx_sep.models["xumx"].kind == "onnx"
+    jit_sep = Separator.from_checkpoints(checkpoints, device="cpu", segment=0.4)
+    wav = music(1.0)
+    assert rel(stacked(onnx_sep.separate(wav, SR)), stacked(jit_sep.separate(wav, SR))) < 1e-5
+
+
 def test_cli_writes_stems_and_never_overwrites(checkpoints, tmp_path, capsys):
     song = write(tmp_path / "in" / "song.wav", music(1.0))
     out = tmp_path / "out"
@@ -475,6 +491,18 @@ def test_cli_one_bad_file_does_not_stop_the_others(checkpoints, tmp_path, capsys
     assert sf.info(out / "a" / "vocals.wav").channels == 2
     c = sf.info(out / "c" / "vocals.wav")
     assert (c.channels, c.samplerate) == (1, SR)  # mono in, mono out, at 44.1 kHz unless --keep-rate
+
+
+def test_cli_parallel_jobs_and_outputs_inside_the_input_folder(checkpoints, tmp_path):
+    folder = tmp_path / "music"
+    write(folder / "a.wav", music(0.6))
+    write(folder / "b.flac", music(0.6, seed=1))
+    out = folder / "separated"  # inside the searched folder: its stems must not become inputs
+    args = ["separate", "--checkpoints", str(checkpoints), "-o", str(out), "-q", "-j", "2", "--fast", str(folder)]
+    assert main(args) == 0
+    assert main(args + ["--force"]) == 0
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.wav"))
+    assert files == [f"{t}/{s}.wav" for t in "ab" for s in sorted(SOURCES)]
 
 
 def test_cli_formats_stems_and_templates(checkpoints, tmp_path):

@@ -142,7 +142,7 @@ class _Bar:
         if not quiet:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=round(total, 1), unit="s", file=sys.stderr, dynamic_ncols=True,
+            self.bar = tqdm(total=total, unit="s", file=sys.stderr, dynamic_ncols=True,
                             bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of audio [{elapsed}<{remaining}]{postfix}")
 
     def update(self, key: int, name: str, fraction: float, duration: float) -> None:
@@ -150,7 +150,7 @@ class _Bar:
             previous = self.running.get(key, (name, 0.0))[1]
             self.running[key] = (name, fraction)
             if self.bar is not None:
-                self.bar.update(max(fraction - previous, 0.0) * duration)
+                self._advance(max(fraction - previous, 0.0) * duration)
                 self.bar.set_postfix_str(", ".join(f"{n} {100 * f:.0f}%" for n, f in self.running.values()),
                                          refresh=False)
 
@@ -158,7 +158,11 @@ class _Bar:
         with self.lock:
             _, fraction = self.running.pop(key, ("", 0.0))
             if self.bar is not None:
-                self.bar.update(max(1.0 - fraction, 0.0) * duration)
+                self._advance(max(1.0 - fraction, 0.0) * duration)
+
+    def _advance(self, seconds: float) -> None:
+        # never past the total: float sums of per-file fractions can overshoot it by a hair
+        self.bar.update(min(seconds, self.bar.total - self.bar.n))
 
     def write(self, text: str) -> None:
         with self.lock:
