@@ -6,9 +6,10 @@ memory do not depend on the values. Every measurement runs in its own process, s
 
 - ``ours``: ``Separator`` with the original blend, defaults (512-frame spectral segments, 10 s Demucs segments,
   25 % overlap, Wiener blocks of 300 frames, 1 EM iteration), the song read from a WAV file block by block and
-  the four stems streamed into float WAVs; as the ``danna-sep`` command runs on a CPU: each model in its own
-  thread, ``threads // 3`` (at least 1) intra-op threads;
-- ``ours-serial`` (``--variants``): the same with the models one after the other, all threads intra-op;
+  the four stems streamed into float WAVs; the models one after the other, each using all threads (the
+  ``danna-sep`` default);
+- ``ours-parallel`` (``--variants``): the same with each model in its own thread and ``threads // 3`` (at least
+  1) intra-op threads (``danna-sep --parallel``);
 - ``original``: the same models and blend, every model on the whole song at once and the Wiener filter's
   covariances over the whole song (the original danna-sep's pipeline), stems kept in memory and saved at the end;
 - ``demucs``: ``demucs.apply.apply_model`` (split into 8-ish-second chunks with 25 % overlap, ``shifts=1``) with a
@@ -96,7 +97,7 @@ def child(mode: str, wav_path: str, out_dir: str) -> dict:
         from danna_sep.audio import load_audio, save_audio
         from danna_sep.separate import Separator
 
-        if mode.startswith("ours-") and mode != "ours-serial":
+        if mode.startswith("ours-") and mode != "ours-parallel":
             role = mode.split("-", 1)[1]
             bag = Bag(models=[role], weights=[[1.0] * 4])
         else:
@@ -111,8 +112,8 @@ def child(mode: str, wav_path: str, out_dir: str) -> dict:
             for stem, data in stems.items():
                 save_audio(Path(out_dir) / f"{stem}.wav", data, SAMPLE_RATE, "FLOAT")
         else:
-            sep = Separator(models, bag, parallel=mode == "ours")
-            if mode == "ours":
+            sep = Separator(models, bag, parallel=mode == "ours-parallel")
+            if mode == "ours-parallel":
                 torch.set_num_threads(max(1, torch.get_num_threads() // sep.stream_count()))
             sep.separate_to_files(wav_path, {s: Path(out_dir) / f"{s}.wav" for s in SOURCES}, subtype="FLOAT",
                                   overwrite=True)
@@ -147,10 +148,10 @@ def measure(mode: str, wav: Path, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as out:
         proc = subprocess.Popen([sys.executable, __file__, "--child", mode, str(wav), out, "--threads", str(threads)],
                                 stdout=subprocess.PIPE, text=True, env=env)
-        ps, peak = psutil.Process(proc.pid), 0.0
+        ps, samples = psutil.Process(proc.pid), []
         while proc.poll() is None:
             try:
-                peak = max(peak, ps.memory_info().rss / 2**20)
+                samples.append(ps.memory_info().rss / 2**20)
             except psutil.Error:
                 pass
             time.sleep(0.1)
@@ -158,7 +159,11 @@ def measure(mode: str, wav: Path, threads: int) -> dict:
         if proc.returncode != 0:
             return {"mode": mode, "error": f"exit {proc.returncode}"}
         result = json.loads(out_text.strip().splitlines()[-1])
-    result["peak_mb"] = max(peak, result["maxrss_mb"])
+    result["peak_mb"] = max(max(samples, default=0.0), result["maxrss_mb"])
+    # the largest RSS in each tenth of the run (model loading included): flat means bounded memory
+    tenth = max(len(samples) // 10, 1)
+    result["rss_by_tenth_mb"] = [round(max(samples[i: i + tenth])) for i in range(0, tenth * 10, tenth)
+                                 if samples[i: i + tenth]]
     return result
 
 
@@ -180,7 +185,7 @@ def main() -> None:
         print(json.dumps(child(*args.child)))
         return
 
-    variants = ["ours-serial", "ours-xumx", "ours-unet", "ours-demucs"]
+    variants = ["ours-parallel", "ours-xumx", "ours-unet", "ours-demucs"]
     modes = ["ours", "original", "demucs"] + (variants if args.variants else [])
     modes = [m for m in modes if m not in set(args.skip.split(","))]
     rows = []
@@ -207,6 +212,9 @@ def main() -> None:
             continue
         print(f"{mode:<14}{seconds:>7.0f}s{r['seconds']:>9.1f}s{seconds / r['seconds']:>13.2f}"
               f"{r['models_mb']:>11.0f}{r['peak_mb']:>13.0f}")
+    for mode, seconds, r in rows:
+        if "rss_by_tenth_mb" in r and mode == "ours":
+            print(f"ours {seconds:.0f} s, peak RSS per tenth of the run (MB): {r['rss_by_tenth_mb']}")
     base = {m: r for m, s, r in rows if s == args.seconds and "error" not in r}
     if "ours" in base:
         for other in ("original", "demucs"):

@@ -354,7 +354,8 @@ class Separator:
         parallel: run each model (and shift) in its own thread, the blend taking their pieces as they come.
             On a CPU this uses the cores without OpenMP's barriers between them (far more robust on a busy
             machine); pair it with ``torch.set_num_threads(cores // streams)``, as the ``danna-sep`` command
-            does. Progress callbacks then come from those threads.
+            does. At most ``os.cpu_count()`` model calls run at once (more would not be faster, only hold
+            more activations). Progress callbacks then come from those threads.
         progress: called with a :class:`Progress` after every segment of every model.
     """
 
@@ -390,6 +391,7 @@ class Separator:
         self.shifts, self.seed = shifts, seed
         self.parallel = parallel
         self.progress = progress
+        self._gate = threading.BoundedSemaphore(max(1, os.cpu_count() or 1)) if parallel else None
         self._checked: set = set()
 
     # -------------------------------------------------------------------------------------------- construction
@@ -543,6 +545,12 @@ class Separator:
         stride = max(multiple, int(frames * (1 - self.overlap)) // multiple * multiple)
         return frames, stride
 
+    def _run(self, model: LoadedModel, x: Tensor) -> Tensor:
+        if self._gate is None:
+            return model(x)
+        with self._gate:
+            return model(x)
+
     def _check(self, model: LoadedModel, out: Tensor, inp: Tensor) -> None:
         if id(model) not in self._checked:
             check_contract(out, inp, model.info, model.name)
@@ -570,7 +578,7 @@ class Separator:
             x = _model_input(x, info.channels).to(dev)
             spec = torch.stft(x, n_fft, hop, window=window, center=False, return_complex=True)  # (C, bins, b − a)
             mag = spec.abs()[None]
-            out = model(mag)
+            out = self._run(model, mag)
             self._check(model, out, mag)
             masks.add(a, out[0].float(), crossfade(b - a, ramp).to(dev))
             mix.extend(a, spec)
@@ -578,7 +586,8 @@ class Separator:
             while filtered < final and (final - filtered >= block or final == total):
                 stop = min(filtered + block, final)
                 m, X = masks.pop(stop), mix.pop(stop)
-                Y = m * X if self.niter == 0 else wiener(m * X.abs(), X, self.niter, dtype=wdtype)
+                with torch.inference_mode():  # no autograd: lets the filter take its cache-blocked path
+                    Y = m * X if self.niter == 0 else wiener(m * X.abs(), X, self.niter, dtype=wdtype)
                 yield istft.push(Y).cpu()
                 filtered = stop
             report((k + 1) / len(segments))
@@ -603,7 +612,7 @@ class Separator:
         timeline = _Timeline()
         for k, (a, b) in enumerate(segments):
             x = _model_input(reader.read(a, info.fixed_length or b - a + WAVEFORM_MARGIN), info.channels)[None]
-            out = model(x)
+            out = self._run(model, x)
             self._check(model, out, x)
             if out.shape[-1] < b - a:
                 raise CheckpointError(f"{model.name}: returns {out.shape[-1]} samples for {x.shape[-1]}, fewer than "

@@ -498,7 +498,8 @@ def test_cli_parallel_jobs_and_outputs_inside_the_input_folder(checkpoints, tmp_
     write(folder / "a.wav", music(0.6))
     write(folder / "b.flac", music(0.6, seed=1))
     out = folder / "separated"  # inside the searched folder: its stems must not become inputs
-    args = ["separate", "--checkpoints", str(checkpoints), "-o", str(out), "-q", "-j", "2", "--fast", str(folder)]
+    args = ["separate", "--checkpoints", str(checkpoints), "-o", str(out), "-q", "-j", "2", "--fast", "--parallel",
+            str(folder)]
     assert main(args) == 0
     assert main(args + ["--force"]) == 0
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.wav"))

@@ -69,6 +69,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     quality.add_argument("--no-split", action="store_true",
                          help="run every model on the whole track at once (the original; memory grows with length)")
     quality.add_argument("-d", "--device", default="auto", help="cpu, cuda, mps or auto (default)")
+    quality.add_argument("--parallel", action="store_true",
+                         help="CPU: run the models side by side, one core each (faster on a busy machine, more "
+                              "memory); default: one after the other, each using every core")
     quality.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="files separated in parallel (default 1)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only errors")
 
@@ -201,14 +204,16 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"no audio files found in {', '.join(map(str, args.inputs))}")
 
     device = resolve_device(args.device)
+    parallel = args.parallel and device.type == "cpu"
     separator = Separator.from_checkpoints(
         args.checkpoints, fast=args.fast, bag=args.bag, device=str(device), segment=args.segment,
         overlap=args.overlap, split=not args.no_split, niter=args.niter,
-        wiener_window=args.wiener_window or None, shifts=args.shifts, parallel=device.type == "cpu")
+        wiener_window=args.wiener_window or None, shifts=args.shifts, parallel=parallel)
     if device.type == "cpu":
-        # every model (and file) runs in its own thread: share the cores out instead of stacking OpenMP teams
-        streams = separator.stream_count() * min(args.jobs, len(inputs))
-        torch.set_num_threads(max(1, torch.get_num_threads() // streams))
+        # every model (with --parallel) and every file (with --jobs) runs in its own thread: share the cores out
+        # instead of stacking OpenMP teams on them
+        threads = (separator.stream_count() if parallel else 1) * min(args.jobs, len(inputs))
+        torch.set_num_threads(max(1, torch.get_num_threads() // threads))
 
     failures: List[Tuple[Path, str]] = []
     jobs: List[Tuple[int, Path, Dict[str, Path], float]] = []
