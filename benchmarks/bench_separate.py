@@ -21,7 +21,7 @@ RSS once the models are built (before separating). The CPU is shared with other 
 and take the minimum. ``--long SECONDS`` adds a long run of ``ours`` to show that memory stays flat.
 
     .venv/bin/python benchmarks/bench_separate.py [--seconds 60] [--long 600] [--threads 2] [--variants]
-                                                  [--skip original,demucs] [--repeat 1]
+                                                  [--skip original,demucs] [--repeat 1] [--default-malloc]
 """
 from __future__ import annotations
 
@@ -141,12 +141,13 @@ def make_song(path: Path, seconds: float, seed: int = 0) -> None:
             f.write(np.stack([x, 0.8 * x + 0.1 * np.roll(x, 7)], 1) + noise)
 
 
-def measure(mode: str, wav: Path, threads: int) -> dict:
+def measure(mode: str, wav: Path, threads: int, default_malloc: bool = False) -> dict:
     import psutil
 
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with tempfile.TemporaryDirectory() as out:
-        proc = subprocess.Popen([sys.executable, __file__, "--child", mode, str(wav), out, "--threads", str(threads)],
+        proc = subprocess.Popen([sys.executable, __file__, "--child", mode, str(wav), out, "--threads", str(threads)]
+                                + (["--default-malloc"] if default_malloc else []),
                                 stdout=subprocess.PIPE, text=True, env=env)
         ps, samples = psutil.Process(proc.pid), []
         while proc.poll() is None:
@@ -175,12 +176,19 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--variants", action="store_true", help="add ours-serial and one model at a time")
     parser.add_argument("--skip", default="", help="comma-separated modes to leave out (original, demucs)")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's malloc as it is in every run (default: keep_freed_memory() in all runs, "
+                             "the peer's too, as the danna commands do)")
     parser.add_argument("--child", nargs=3, metavar=("MODE", "WAV", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child:
         import torch
 
+        from danna_sep.runtime import keep_freed_memory
+
+        if not args.default_malloc:
+            keep_freed_memory()
         torch.set_num_threads(args.threads)
         print(json.dumps(child(*args.child)))
         return
@@ -193,7 +201,7 @@ def main() -> None:
         song = Path(tmp) / "song.wav"
         make_song(song, args.seconds)
         for mode in modes:
-            runs = [measure(mode, song, args.threads) for _ in range(args.repeat)]
+            runs = [measure(mode, song, args.threads, args.default_malloc) for _ in range(args.repeat)]
             ok = [r for r in runs if "error" not in r]
             best = min(ok, key=lambda r: r["seconds"]) if ok else runs[0]
             rows.append((mode, args.seconds, best))
@@ -201,10 +209,11 @@ def main() -> None:
         if args.long:
             long_song = Path(tmp) / "long.wav"
             make_song(long_song, args.long, seed=1)
-            rows.append(("ours", args.long, measure("ours", long_song, args.threads)))
+            rows.append(("ours", args.long, measure("ours", long_song, args.threads, args.default_malloc)))
 
     print(f"\nseparation on CPU, {args.threads} thread(s), random-weight full-size models "
-          f"(min of {args.repeat}; the CPU is shared, so times are noisy)")
+          f"(min of {args.repeat}; the CPU is shared, so times are noisy); malloc: "
+          f"{'glibc defaults' if args.default_malloc else 'keep_freed_memory() in every run'}")
     print(f"{'mode':<14}{'audio':>8}{'wall':>10}{'× real time':>13}{'models MB':>11}{'peak RSS MB':>13}")
     for mode, seconds, r in rows:
         if "error" in r:

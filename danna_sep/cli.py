@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 
 from . import __version__
 from .errors import DannaError
+from .runtime import keep_freed_memory
 
 # subcommand → module; a module not present yet is simply not offered
 COMMANDS = {
@@ -60,6 +61,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0 if not argv else 2
+    keep_freed_memory()  # about 1.3-1.6x faster CPU inference and training (see danna_sep.runtime)
     try:
         return int(args._run(args) or 0)
     except DannaError as exc:

@@ -25,6 +25,7 @@ import numpy as np
 from . import SAMPLE_RATE, SOURCES
 from .blend import MODEL_FILES, ORIGINAL_BAG
 from .errors import DannaError
+from .runtime import keep_freed_memory
 
 # role → (tiny config, epochs) — sized so that each model trains in about a minute or two on 2 CPU cores
 MODELS = {
@@ -107,6 +108,7 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every model's epochs")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="scoring processes")
     args = parser.parse_args(argv)
+    keep_freed_memory()
     try:
         return run(args)
     except DannaError as exc:

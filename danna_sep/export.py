@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from . import SAMPLE_RATE, SOURCES
 from .blend import MODEL_FILES
 from .errors import CheckpointError, ConfigError
+from .models.fuse import fold_batchnorm
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -236,7 +237,7 @@ def check_contract(output: Tensor, inp: Tensor, info: ModelInfo, name: str = "mo
 
 def export_torchscript(model: nn.Module, path: PathLike, info: ModelInfo) -> torch.jit.ScriptModule:
     """Script ``model`` (eval mode) and save it with its metadata to ``path`` atomically."""
-    model = model.eval()
+    model = fold_batchnorm(model.eval())
     try:
         with _quiet_jit():
             scripted = torch.jit.script(model)
@@ -261,7 +262,7 @@ def export_onnx(model: nn.Module, path: PathLike, info: ModelInfo, opset: int = 
         import onnx
     except ImportError:
         raise ConfigError("ONNX export needs the 'onnx' package (pip install 'danna-sep[onnx]')") from None
-    model = model.eval()
+    model = fold_batchnorm(model.eval())
     if info.domain == "waveform":
         info = ModelInfo(**{**info.__dict__, "fixed_length": fixed_length})
         example = example_input(info, fixed_length)
@@ -403,7 +404,7 @@ class LoadedModel:
         """Wrap an eager (or scripted) module; ``info`` defaults to :meth:`ModelInfo.from_model`."""
         device = torch.device(device)
         info = info or ModelInfo.from_model(module, config)
-        module = module.to(device).eval()
+        module = fold_batchnorm(module.to(device).eval())
         return cls(module, info, "module", None, device, module)
 
     @property
@@ -444,7 +445,7 @@ def load_model(path: PathLike, role: Optional[str] = None, device: Union[str, to
         return _load_torchscript(path, role, device)
     model, cfg = model_from_checkpoint(path)
     info = ModelInfo.from_model(model, cfg)
-    model = model.to(device)
+    model = fold_batchnorm(model.to(device))
     return LoadedModel(model, info, "checkpoint", path, device, model)
 
 

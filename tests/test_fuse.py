@@ -1,0 +1,78 @@
+"""Batch-norm folding for inference: same outputs, no batch norm left, the original untouched."""
+import pytest
+import torch
+from torch import nn
+
+from danna_sep.models import build_model
+from danna_sep.models.fuse import fold_batchnorm
+
+TINY_UNET = {"type": "UNetAttn", "args": {"max_bins": 200, "k": 4, "levels": 3, "d_model": 16, "n_heads": 2,
+                                          "attn_channels": 8, "attn_layers": 2, "dropout_layers": 1}}
+
+
+def _randomise_norms(model: nn.Module, seed: int = 0) -> None:
+    """Give every batch norm non-trivial statistics and affine parameters (fresh ones are the identity)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                m.weight.copy_(torch.randn(n, generator=g))
+                m.bias.copy_(torch.randn(n, generator=g) * 0.2)
+
+
+def _norms(model: nn.Module) -> int:
+    return sum(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in model.modules())
+
+
+@pytest.mark.parametrize("frames", [7, 64])
+def test_unet_folded_equals_original(frames):
+    torch.manual_seed(0)
+    model = build_model(TINY_UNET)
+    _randomise_norms(model)
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batchnorm(model)
+    assert folded is not model and _norms(folded) == 0 and _norms(model) > 0
+    x = torch.rand(2, 2, 257, frames) * 3
+    with torch.inference_mode():
+        ref, out = model(x), folded(x)
+    assert ref.shape == out.shape
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    # the original keeps its weights (and its layout)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    # the folded model scripts (export path) and gives the same result
+    scripted = torch.jit.script(folded)
+    with torch.inference_mode():
+        torch.testing.assert_close(scripted(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_grouped_transposed_conv_and_conv_sequences():
+    torch.manual_seed(1)
+    model = nn.Sequential(
+        nn.ConvTranspose2d(4, 6, 3, stride=2, groups=2, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
+        nn.Conv2d(6, 5, 3, padding=1), nn.BatchNorm2d(5),
+    )
+    _randomise_norms(model, seed=3)
+    model.eval()
+    folded = fold_batchnorm(model)
+    assert _norms(folded) == 0
+    x = torch.randn(3, 4, 9, 11)
+    torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_models_without_batch_norm_are_returned_as_is():
+    model = build_model({"type": "DemucsSplit", "args": {"channels": 8, "depth": 2, "lstm_layers": 1}})
+    assert fold_batchnorm(model) is model
+
+
+def test_a_batch_norm_without_a_convolution_before_it_is_kept():
+    model = nn.Sequential(nn.ReLU(), nn.BatchNorm2d(3)).eval()
+    _randomise_norms(model)
+    folded = fold_batchnorm(model)
+    assert _norms(folded) == 1
+    x = torch.randn(2, 3, 4, 4)
+    torch.testing.assert_close(folded(x), model(x))
