@@ -25,13 +25,14 @@ format cannot signal it), while mp4/m4a edit lists remove it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 import soundfile as sf
@@ -269,10 +270,16 @@ class AudioWriter:
             raise _error(self.path, "is a folder, cannot write a file there")
         if not overwrite and self.path.exists():
             raise _error(self.path, "already exists (not overwriting)")
-        try:
+        with self._aborting():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._tmp = self._reserve_temp()
             self._file = sf.SoundFile(self._tmp, "w", sample_rate, channels, self.subtype, format=fmt)
+
+    @contextlib.contextmanager
+    def _aborting(self) -> Iterator[None]:
+        """Any failure inside removes the temporary file; I/O failures become one AudioError naming the file."""
+        try:
+            yield
         except (sf.SoundFileError, OSError) as e:
             self.abort()
             raise _error(self.path, f"cannot write: {_sf_message(e)}") from e
@@ -319,7 +326,7 @@ class AudioWriter:
         """Finish the file and move it onto its final name (no-op if already closed)."""
         if self._file is None:
             return
-        try:
+        with self._aborting():
             self._file.close()
             self._file = None
             fd = os.open(self._tmp, os.O_RDONLY)
@@ -328,12 +335,6 @@ class AudioWriter:
             finally:
                 os.close(fd)
             self._commit()
-        except (sf.SoundFileError, OSError) as e:
-            self.abort()
-            raise _error(self.path, f"cannot write: {_sf_message(e)}") from e
-        except BaseException:
-            self.abort()
-            raise
         if self.clipped:
             total = self.frames_written * self.channels
             warnings.warn(f"{self.path}: clipped {self.clipped} of {total} samples "

@@ -27,13 +27,13 @@ from .blend import MODEL_FILES, ORIGINAL_BAG
 from .errors import DannaError
 from .runtime import keep_freed_memory
 
-# role → (tiny config, epochs) — sized so that each model trains in about a minute or two on 2 CPU cores
+# role → (tiny config, epochs) — sized so that each model trains in one to two minutes on 2 CPU cores
 MODELS = {
-    "xumx": ("x_umx_mwf.json", 2),
-    "unet": ("unet_attn.json", 2),
-    "demucs": ("demucs_split.json", 2),
+    "xumx": ("x_umx_mwf.json", 6),
+    "unet": ("unet_attn.json", 6),
+    "demucs": ("demucs_split.json", 6),
 }
-MAX_STEPS = 64  # cap per model (matters on the real dataset, whose epochs are far longer)
+MAX_STEPS = 192  # micro-batches per model (the cap that matters on the real dataset, whose epochs are far longer)
 
 
 def _step(title: str, started: float) -> None:

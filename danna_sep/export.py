@@ -161,16 +161,22 @@ def role_from_filename(path: PathLike) -> Optional[str]:
 # ------------------------------------------------------------------------------------------------ training side
 
 
+def load_torch_file(path: Path, what: str = "checkpoint") -> Any:
+    """``torch.load`` of ``path`` on the CPU without running pickled code; a missing or unreadable file raises
+    :class:`CheckpointError` naming ``what`` it should have been."""
+    if not path.is_file():
+        raise CheckpointError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors come in many types
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(f"{path}: cannot read as a torch {what} ({type(exc).__name__}: {detail})") from None
+
+
 def read_checkpoint(path: PathLike) -> dict:
     """A training checkpoint ``{"model": state_dict, "config": {...}, ...}`` (read without running pickled code)."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        raise CheckpointError(f"{path}: cannot read as a torch checkpoint ({type(exc).__name__}: "
-                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from None
+    obj = load_torch_file(path, "checkpoint")
     if not isinstance(obj, Mapping) or not isinstance(obj.get("model"), Mapping):
         raise CheckpointError(f"{path}: not a training checkpoint (expected a dict with a 'model' state_dict)")
     return dict(obj)

@@ -1,9 +1,13 @@
-"""Process-wide settings for long CPU jobs (separation, evaluation, training)."""
+"""Where and how the work runs: the compute device, and the allocator policy for long CPU jobs."""
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import sys
+
+import torch
+
+from .errors import ConfigError
 
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 _M_MMAP_THRESHOLD = -3
@@ -35,3 +39,22 @@ def keep_freed_memory(threshold: int = 1 << 30) -> bool:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     _applied = bool(mallopt(_M_MMAP_THRESHOLD, threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 31))
     return _applied
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` (or ``cuda:N``), ``mps`` or ``auto`` (CUDA, else MPS, else CPU) → a torch device."""
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps and mps.is_available())
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device: unknown device {name!r}; use cpu, cuda, mps or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA device is available to this torch ({torch.__version__})")
+    if device.type == "mps" and not has_mps:
+        raise ConfigError(f"--device {name}: MPS (Apple GPU) is not available on this machine")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"--device: unsupported device {name!r}; use cpu, cuda, mps or auto")
+    return device

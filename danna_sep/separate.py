@@ -48,6 +48,7 @@ from .audio import (SOUNDFILE_EXTENSIONS, AudioWriter, audio_info, load_audio, r
 from .blend import FAST_BAG, MODEL_FILES, ORIGINAL_BAG, Bag
 from .errors import AudioError, CheckpointError, ConfigError
 from .export import LoadedModel, check_contract, load_model
+from .runtime import resolve_device  # noqa: F401 — part of this module's API
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -804,25 +805,6 @@ class FileResult:
     clipped: Dict[str, int]
     duration: float
     seconds: float
-
-
-def resolve_device(name: str) -> torch.device:
-    """``cpu``, ``cuda`` (or ``cuda:N``), ``mps`` or ``auto`` (CUDA, else MPS, else CPU) → a torch device."""
-    mps = getattr(torch.backends, "mps", None)
-    has_mps = bool(mps and mps.is_available())
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"--device: unknown device {name!r}; use cpu, cuda, mps or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: no CUDA device is available to this torch ({torch.__version__})")
-    if device.type == "mps" and not has_mps:
-        raise ConfigError(f"--device {name}: MPS (Apple GPU) is not available on this machine")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"--device: unsupported device {name!r}; use cpu, cuda, mps or auto")
-    return device
 
 
 def checkpoint_dir(directory: Optional[PathLike] = None) -> Tuple[Path, str]:

@@ -61,6 +61,7 @@ from .config import (
     validate_config,
 )
 from .errors import CheckpointError, ConfigError, DannaError, DatasetError
+from .runtime import resolve_device as resolve_any_device
 
 CHECKPOINT_VERSION = 1
 PathLike = Union[str, os.PathLike]
@@ -104,7 +105,7 @@ _ORDER, _STEP, _AUDIO, _AUGMENT = 1, 2, 3, 4
 
 
 def resolve_device(device: Union[None, int, str, torch.device] = None) -> torch.device:
-    """None → ``cuda:0`` if available else CPU; an int → that CUDA device; a string → as given."""
+    """None → ``cuda:0`` if available else CPU; an int → that CUDA device; a string → as ``danna-sep --device``."""
     if device is None:
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     if isinstance(device, int) or (isinstance(device, str) and device.isdigit()):
@@ -114,13 +115,7 @@ def resolve_device(device: Union[None, int, str, torch.device] = None) -> torch.
         if index >= torch.cuda.device_count():
             raise ConfigError(f"--device {index}: only {torch.cuda.device_count()} CUDA device(s)")
         return torch.device("cuda", index)
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"--device {device!r}: not a device (e.g. cpu, cuda, cuda:1)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available on this machine")
-    return dev
+    return resolve_any_device(str(device))
 
 
 def rng_states() -> dict[str, Any]:
@@ -241,13 +236,10 @@ class WeightsReport:
 def read_state_dict(path: PathLike) -> dict[str, Tensor]:
     """The model state_dict in a weights file: this project's checkpoints, the converted X-UMX weights
     (``{"model": state_dict, "config": …}``) or a bare state_dict. No pickled code is run."""
+    from .export import load_torch_file
+
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"weights file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        raise CheckpointError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from None
+    obj = load_torch_file(path, "weights file")
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]
     elif isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):

@@ -27,13 +27,7 @@ from danna_sep.wiener import wiener, wiener_windowed
 SR = 44100
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread is faster than two fighting over a shared CPU (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL = dict(n_fft=256, hop_length=64)  # a cheap STFT for the exactness tests (the separator reads it from the metadata)
 
 
