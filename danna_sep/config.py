@@ -490,5 +490,6 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> dict[
 
 
 def configs_dir() -> Path:
-    """Folder of the shipped configs (``configs/`` next to the package in a source checkout)."""
-    return Path(__file__).resolve().parent.parent / "configs"
+    """Folder of the shipped configs (inside the package, so wheels carry them; ``configs/`` at the repository
+    root is a link to it)."""
+    return Path(__file__).resolve().parent / "configs"

@@ -24,6 +24,18 @@ def _error(raw: dict, *overrides: str) -> str:
 # shipped configs
 
 
+def test_configs_ship_inside_the_package_and_the_root_folder_links_to_them():
+    import danna_sep
+
+    package = Path(danna_sep.__file__).resolve().parent
+    assert CONFIGS == package / "configs"  # package data: wheels carry the configs
+    assert sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.json")) == sorted(
+        f"{prefix}{n}.json" for prefix in ("", "tiny/") for n in FULL)
+    root = package.parent / "configs"
+    if root.exists():  # a source checkout: `python train.py configs/...` keeps working
+        assert root.resolve() == CONFIGS
+
+
 @pytest.mark.parametrize("name", FULL + [f"tiny/{n}" for n in FULL])
 def test_shipped_configs_validate(name):
     cfg = load_config(CONFIGS / f"{name}.json")
