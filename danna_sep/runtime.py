@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 import torch
@@ -11,7 +12,8 @@ from .errors import ConfigError
 
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 _M_MMAP_THRESHOLD = -3
-_applied = False
+_libc = None  # set once keep_freed_memory() took effect
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def keep_freed_memory(threshold: int = 1 << 30) -> bool:
@@ -21,24 +23,49 @@ def keep_freed_memory(threshold: int = 1 << 30) -> bool:
     free, so every model call faults its activations in page by page again. On CPU that was a third of the
     inference time: per 512-frame U-Net segment (2 threads) 6.2 s wall of which 3.3 s system time, 4.6 s with
     this; per 10 s Demucs segment 3.8 → 2.3 s. Blocks up to ``threshold`` bytes now come from the heap and freed
-    memory is kept (not trimmed below 2 GiB of free space), so the resident size stays at the run's high-water mark
-    instead of breathing. Process-wide and idempotent; the ``danna`` commands call it, API users may.
+    memory is kept (not trimmed below 2 GiB of free space). The price is fragmentation: the resident size creeps
+    up when different models' allocations interleave, so long jobs pair this with :func:`trim_above`.
+    Process-wide and idempotent; the ``danna`` commands call it, API users may.
 
     Returns whether the setting took (False on other C libraries, which are left alone).
     """
-    global _applied
-    if _applied:
+    global _libc
+    if _libc is not None:
         return True
     if not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and others have no mallopt
+        mallopt, libc.malloc_trim.restype = libc.mallopt, ctypes.c_int  # musl and others have neither
+    except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    _applied = bool(mallopt(_M_MMAP_THRESHOLD, threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 31))
-    return _applied
+    libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    if mallopt(_M_MMAP_THRESHOLD, threshold) and mallopt(_M_TRIM_THRESHOLD, 1 << 31):
+        _libc = libc
+    return _libc is not None
+
+
+def resident_bytes() -> int:
+    """This process's resident set size in bytes (0 where ``/proc`` is not available)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def trim_above(limit: int) -> bool:
+    """Give the heap's free pages back to the system if the resident size exceeds ``limit`` bytes.
+
+    Only acts after :func:`keep_freed_memory`; cheap when under the limit (one read of ``/proc``). The next
+    allocations fault their pages in again, so calling this every few model calls keeps most of the speed while
+    bounding the resident size at about ``limit`` plus one model call's working set. Returns whether it trimmed.
+    """
+    if _libc is None or limit <= 0 or resident_bytes() <= limit:
+        return False
+    _libc.malloc_trim(0)
+    return True
 
 
 def resolve_device(name: str) -> torch.device:

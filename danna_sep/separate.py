@@ -48,7 +48,7 @@ from .audio import (SOUNDFILE_EXTENSIONS, AudioWriter, audio_info, load_audio, r
 from .blend import FAST_BAG, MODEL_FILES, ORIGINAL_BAG, Bag
 from .errors import AudioError, CheckpointError, ConfigError
 from .export import LoadedModel, check_contract, load_model
-from .runtime import resolve_device  # noqa: F401 — part of this module's API
+from .runtime import resolve_device, trim_above  # noqa: F401 — resolve_device: part of this module's API
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -357,6 +357,10 @@ class Separator:
             machine); pair it with ``torch.set_num_threads(cores // streams)``, as the ``danna-sep`` command
             does. At most ``os.cpu_count()`` model calls run at once (more would not be faster, only hold
             more activations). Progress callbacks then come from those threads.
+        memory_limit: GiB of resident memory above which the freed heap memory kept by
+            :func:`danna_sep.runtime.keep_freed_memory` is given back to the system after a blended piece, so that
+            the speed of reusing memory does not cost unbounded fragmentation on long songs (None: never; no
+            effect unless ``keep_freed_memory`` was called, as the ``danna`` commands do).
         progress: called with a :class:`Progress` after every segment of every model.
     """
 
@@ -365,7 +369,7 @@ class Separator:
 
     def __init__(self, models: Mapping[str, LoadedModel], bag: Bag = ORIGINAL_BAG, *, segment: Optional[float] = None,
                  overlap: float = 0.25, split: bool = True, niter: int = 1, wiener_window: Optional[int] = 300,
-                 shifts: int = 1, seed: int = 0, parallel: bool = False,
+                 shifts: int = 1, seed: int = 0, parallel: bool = False, memory_limit: Optional[float] = 2.5,
                  progress: Optional[Callable[[Progress], None]] = None):
         missing = [m for m in bag.models if m not in models]
         if missing:
@@ -380,6 +384,8 @@ class Separator:
             raise ConfigError(f"wiener window must be >= 1 frame (or None for the whole track), got {wiener_window}")
         if shifts < 1:
             raise ConfigError(f"shifts must be >= 1, got {shifts}")
+        if memory_limit is not None and not memory_limit > 0:
+            raise ConfigError(f"memory limit must be > 0 GiB (or None), got {memory_limit}")
         for role, model in models.items():
             if model.info.sample_rate != SAMPLE_RATE:
                 raise CheckpointError(f"{model.name}: runs at {model.info.sample_rate} Hz, danna-sep at {SAMPLE_RATE} Hz")
@@ -391,6 +397,7 @@ class Separator:
         self.niter, self.wiener_window = niter, wiener_window
         self.shifts, self.seed = shifts, seed
         self.parallel = parallel
+        self.memory_limit = memory_limit
         self.progress = progress
         self._gate = threading.BoundedSemaphore(max(1, os.cpu_count() or 1)) if parallel else None
         self._checked: set = set()
@@ -516,7 +523,10 @@ class Separator:
                 for offset in offsets:
                     it = self._model_stream(role, reader, offset, work, len(streams))
                     streams.append((_Background(it) if self.parallel else it, weights[m] / len(offsets)))
-            yield from _blend(streams, reader.length, reader.channels)
+            limit = 0 if self.memory_limit is None else int(self.memory_limit * 2**30)
+            for piece in _blend(streams, reader.length, reader.channels):
+                yield piece
+                trim_above(limit)
         finally:
             for it, _ in streams:
                 if isinstance(it, _Background):
