@@ -65,7 +65,7 @@ class Bag:
             if np.any(self.weights < 0):
                 raise ConfigError(f"{where}.weights: negative weights need \"normalized\": false")
             sums = self.weights.sum(0)
-            bad = [f"{s}={v:.4g}" for s, v in zip(self.sources, sums) if not math.isclose(v, 1.0, abs_tol=1e-6)]
+            bad = [f"{s}={v:.9g}" for s, v in zip(self.sources, sums) if not math.isclose(v, 1.0, abs_tol=1e-6)]
             if bad:
                 raise ConfigError(
                     f"{where}.weights: each source's column must sum to 1 ({', '.join(bad)}); "
@@ -77,10 +77,17 @@ class Bag:
         return self.weights[self.models.index(model)]
 
     def to_json(self) -> dict:
+        # 6 decimals keep the file readable; the rounding error of a normalized column (up to ~models·5e-7,
+        # enough to fail the sum check on reading) goes to its largest weight, so every column still sums to 1
+        weights = np.round(self.weights.astype(np.float64), 6)
+        if self.normalized:
+            top = weights.argmax(0)
+            cols = np.arange(weights.shape[1])
+            weights[top, cols] = np.round(weights[top, cols] + 1.0 - weights.sum(0), 6)
         return {
             "models": list(self.models),
             "sources": list(self.sources),
-            "weights": [[round(float(w), 6) for w in row] for row in self.weights],
+            "weights": [[float(w) for w in row] for row in weights],
             "normalized": self.normalized,
         }
 

@@ -86,3 +86,16 @@ def test_unnormalized_bag_allowed_when_asked(tmp_path):
     with pytest.raises(ConfigError, match="not valid JSON"):
         (tmp_path / "broken.json").write_text("{")
         Bag.load(tmp_path / "broken.json")
+
+
+def test_saved_fitted_weights_load_back(tmp_path):
+    """Regression: weights rounded to 6 decimals one by one could sum to 1 ± 1.5e-6 and fail the check on loading
+    (the demo's fitted bag did, for bass)."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "fitted.json"
+    for _ in range(200):
+        weights = rng.dirichlet(np.ones(3) * 0.7, size=4).T  # (models, sources), columns on the simplex
+        Bag(models=["xumx", "unet", "demucs"], weights=weights).save(path)
+        loaded = Bag.load(path)
+        np.testing.assert_allclose(loaded.weights, weights, atol=2e-6)
+        np.testing.assert_allclose(loaded.weights.sum(0), 1.0, atol=1e-9)
