@@ -36,11 +36,11 @@ def keep_freed_memory(threshold: int = 1 << 30) -> bool:
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt, libc.malloc_trim.restype = libc.mallopt, ctypes.c_int  # musl and others have neither
+        mallopt, malloc_trim = libc.mallopt, libc.malloc_trim  # musl and others have neither
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    malloc_trim.argtypes, malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
     if mallopt(_M_MMAP_THRESHOLD, threshold) and mallopt(_M_TRIM_THRESHOLD, 1 << 31):
         _libc = libc
     return _libc is not None
