@@ -5,10 +5,12 @@ import ctypes
 import ctypes.util
 import os
 import sys
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 _M_MMAP_THRESHOLD = -3
@@ -70,6 +72,8 @@ def trim_above(limit: int) -> bool:
 
 def resolve_device(name: str) -> torch.device:
     """``cpu``, ``cuda`` (or ``cuda:N``), ``mps`` or ``auto`` (CUDA, else MPS, else CPU) → a torch device."""
+    import torch  # here, not at the top: the command line imports this module before parsing its arguments
+
     mps = getattr(torch.backends, "mps", None)
     has_mps = bool(mps and mps.is_available())
     if name == "auto":

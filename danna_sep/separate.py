@@ -46,15 +46,14 @@ from . import SAMPLE_RATE, SOURCES
 from .audio import (SOUNDFILE_EXTENSIONS, AudioWriter, audio_info, load_audio, read_frames, resample,
                     to_stereo)
 from .blend import FAST_BAG, MODEL_FILES, ORIGINAL_BAG, Bag
+from .defaults import (DEFAULT_CHECKPOINTS, MEMORY_LIMIT_GIB, NITER, OVERLAP, SHIFTS, SPECTRAL_SEGMENT_FRAMES,
+                       WAVEFORM_SEGMENT_SECONDS, WIENER_WINDOW)
 from .errors import AudioError, CheckpointError, ConfigError
 from .export import LoadedModel, check_contract, load_model
 from .runtime import resolve_device, trim_above  # noqa: F401 — resolve_device: part of this module's API
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-DEFAULT_CHECKPOINTS = "~/danna-sep-checkpoints"
-SPECTRAL_SEGMENT_FRAMES = 512  # the U-Net's training length (11.89 s), a multiple of its 64-frame pooling grid
-WAVEFORM_SEGMENT_SECONDS = 10.0  # Demucs's training length
 WAVEFORM_MARGIN = 4096  # extra samples fed after a waveform segment (the original Demucs returns ≤ ~2k fewer)
 MAX_SHIFT_SECONDS = 0.5  # random shifts are drawn in [0, 0.5 s), as Demucs does
 _READ_BLOCK = 1 << 18  # frames per block when resampling a file to the temporary WAV
@@ -368,8 +367,9 @@ class Separator:
     sources = SOURCES
 
     def __init__(self, models: Mapping[str, LoadedModel], bag: Bag = ORIGINAL_BAG, *, segment: Optional[float] = None,
-                 overlap: float = 0.25, split: bool = True, niter: int = 1, wiener_window: Optional[int] = 300,
-                 shifts: int = 1, seed: int = 0, parallel: bool = False, memory_limit: Optional[float] = 2.5,
+                 overlap: float = OVERLAP, split: bool = True, niter: int = NITER,
+                 wiener_window: Optional[int] = WIENER_WINDOW, shifts: int = SHIFTS, seed: int = 0,
+                 parallel: bool = False, memory_limit: Optional[float] = MEMORY_LIMIT_GIB,
                  progress: Optional[Callable[[Progress], None]] = None):
         missing = [m for m in bag.models if m not in models]
         if missing:

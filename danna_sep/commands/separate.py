@@ -16,13 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from .. import SOURCES
+from .. import SAMPLE_RATE, SOURCES, defaults
 from ..errors import ConfigError, DannaError
 
 HELP = "separate songs into drums, bass, other and vocals (also available as `danna-sep`)"
 
 DEFAULT_TEMPLATE = "{track}/{stem}.{ext}"
 _PLACEHOLDERS = {"track", "trackext", "stem", "ext"}
+_HOP = 1024  # spectral.HOP_LENGTH, for --help; not imported because spectral imports torch
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -49,23 +50,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
     models = parser.add_argument_group("models")
     models.add_argument("--checkpoints", type=Path, metavar="DIR",
                         help="folder with xumx_mwf.pth (or xumx.onnx), unet_attention.pth, demucs_4_decoders.pth "
-                             "(default: $DANNA_CHECKPOINTS, else ~/danna-sep-checkpoints)")
+                             f"(default: $DANNA_CHECKPOINTS, else {defaults.DEFAULT_CHECKPOINTS})")
     models.add_argument("--fast", action="store_true", help="leave X-UMX out (U-Net + Demucs, the original fast blend)")
     models.add_argument("--bag", type=Path, metavar="FILE",
                         help="JSON blend: {\"models\": [...], \"weights\": models × sources}; overrides --fast")
 
     quality = parser.add_argument_group("quality and speed")
-    quality.add_argument("--niter", type=int, default=1, metavar="N",
-                         help="Wiener EM iterations for the spectral models (default 1; 0 = plain masks)")
-    quality.add_argument("--shifts", type=int, default=1, metavar="N",
-                         help="average over N random shifts of the input (better, N times slower; default 1)")
+    quality.add_argument("--niter", type=int, default=defaults.NITER, metavar="N",
+                         help=f"Wiener EM iterations for the spectral models (default {defaults.NITER}; "
+                              "0 = plain masks)")
+    quality.add_argument("--shifts", type=int, default=defaults.SHIFTS, metavar="N",
+                         help="average over N random shifts of the input (better, N times slower; "
+                              f"default {defaults.SHIFTS})")
     quality.add_argument("--segment", type=float, metavar="SECONDS",
-                         help="segment length for every model (default: 512 frames ≈ 11.9 s for the spectral "
-                              "models, 10 s for Demucs)")
-    quality.add_argument("--overlap", type=float, default=0.25, metavar="FRACTION",
-                         help="fraction of a segment cross-faded with the next (default 0.25)")
-    quality.add_argument("--wiener-window", type=int, default=300, metavar="FRAMES",
-                         help="frames per Wiener block (default 300 ≈ 7 s; 0 = whole track, as the original)")
+                         help=f"segment length for every model (default: {defaults.SPECTRAL_SEGMENT_FRAMES} frames "
+                              f"≈ {defaults.SPECTRAL_SEGMENT_FRAMES * _HOP / SAMPLE_RATE:.1f} s for the spectral models, "
+                              f"{defaults.WAVEFORM_SEGMENT_SECONDS:g} s for Demucs)")
+    quality.add_argument("--overlap", type=float, default=defaults.OVERLAP, metavar="FRACTION",
+                         help=f"fraction of a segment cross-faded with the next (default {defaults.OVERLAP:g})")
+    quality.add_argument("--wiener-window", type=int, default=defaults.WIENER_WINDOW, metavar="FRAMES",
+                         help=f"frames per Wiener block (default {defaults.WIENER_WINDOW} "
+                              f"≈ {defaults.WIENER_WINDOW * _HOP / SAMPLE_RATE:.0f} s; 0 = whole track, as the original)")
     quality.add_argument("--no-split", action="store_true",
                          help="run every model on the whole track at once (the original; memory grows with length)")
     quality.add_argument("-d", "--device", default="auto", help="cpu, cuda, mps or auto (default)")
@@ -73,9 +78,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                          help="CPU: run the models side by side, one core each (faster on a busy machine, more "
                               "memory); default: one after the other, each using every core")
     quality.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="files separated in parallel (default 1)")
-    quality.add_argument("--memory-limit", type=float, default=2.5, metavar="GIB",
+    quality.add_argument("--memory-limit", type=float, default=defaults.MEMORY_LIMIT_GIB, metavar="GIB",
                          help="CPU: resident memory above which freed memory is given back to the system between "
-                              "pieces (default 2.5; 0 = never). Kept freed memory is faster, but fragments on long songs")
+                              f"pieces (default {defaults.MEMORY_LIMIT_GIB:g}; 0 = never). Kept freed memory is "
+                              "faster, but fragments on long songs")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only errors")
 
 
