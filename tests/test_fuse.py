@@ -76,3 +76,28 @@ def test_a_batch_norm_without_a_convolution_before_it_is_kept():
     assert _norms(folded) == 1
     x = torch.randn(2, 3, 4, 4)
     torch.testing.assert_close(folded(x), model(x))
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_folded_d2_outputs_do_not_hold_the_whole_conv_output(layout):
+    """Without its norm, a D2 layer's output would be a view of the conv's k·remaining channels, keeping every
+    layer's full conv output alive until the block's concatenation (the U-Net's inference peak: 1092 → 768 MB
+    live at 512 frames). The folded layer copies its k channels, in the input's layout."""
+    from danna_sep.models.d3net import D2Block
+
+    torch.manual_seed(2)
+    block = D2Block(3, k=4, L=3)
+    _randomise_norms(block)
+    block.eval()
+    folded = fold_batchnorm(block)
+    x = torch.rand(1, 3, 16, 8).contiguous(memory_format=layout)
+    with torch.inference_mode():
+        h, acc = folded.layers[0](x, None)
+        ref = block(x)
+        out = folded(x)
+    assert h.shape == (1, 4, 16, 8) and acc.shape == (1, 8, 16, 8)
+    assert h.untyped_storage().nbytes() == h.numel() * h.element_size()  # its own k channels, nothing more
+    assert h.is_contiguous(memory_format=layout)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    # training keeps the batch norm, whose output is already a fresh tensor: no copy there
+    assert not any(layer.copy_output for layer in block.layers)

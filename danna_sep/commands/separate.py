@@ -56,6 +56,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="JSON blend: {\"models\": [...], \"weights\": models × sources}; overrides --fast")
 
     quality = parser.add_argument_group("quality and speed")
+    segment_s = defaults.SPECTRAL_SEGMENT_FRAMES * _HOP / SAMPLE_RATE
+    wiener_s = defaults.WIENER_WINDOW * _HOP / SAMPLE_RATE
     quality.add_argument("--niter", type=int, default=defaults.NITER, metavar="N",
                          help=f"Wiener EM iterations for the spectral models (default {defaults.NITER}; "
                               "0 = plain masks)")
@@ -64,13 +66,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                               f"default {defaults.SHIFTS})")
     quality.add_argument("--segment", type=float, metavar="SECONDS",
                          help=f"segment length for every model (default: {defaults.SPECTRAL_SEGMENT_FRAMES} frames "
-                              f"≈ {defaults.SPECTRAL_SEGMENT_FRAMES * _HOP / SAMPLE_RATE:.1f} s for the spectral models, "
+                              f"≈ {segment_s:.1f} s for the spectral models, "
                               f"{defaults.WAVEFORM_SEGMENT_SECONDS:g} s for Demucs)")
     quality.add_argument("--overlap", type=float, default=defaults.OVERLAP, metavar="FRACTION",
                          help=f"fraction of a segment cross-faded with the next (default {defaults.OVERLAP:g})")
     quality.add_argument("--wiener-window", type=int, default=defaults.WIENER_WINDOW, metavar="FRAMES",
                          help=f"frames per Wiener block (default {defaults.WIENER_WINDOW} "
-                              f"≈ {defaults.WIENER_WINDOW * _HOP / SAMPLE_RATE:.0f} s; 0 = whole track, as the original)")
+                              f"≈ {wiener_s:.0f} s; 0 = whole track, as the original)")
     quality.add_argument("--no-split", action="store_true",
                          help="run every model on the whole track at once (the original; memory grows with length)")
     quality.add_argument("-d", "--device", default="auto", help="cpu, cuda, mps or auto (default)")

@@ -24,10 +24,14 @@ class _D2Layer(nn.Module):
     """
 
     k: int
+    copy_output: bool
 
     def __init__(self, in_channels: int, k: int, remaining: int, dilation: int):
         super().__init__()
         self.k = k
+        # set by fuse.fold_batchnorm, which replaces the norm by an identity: the output is then a view of the
+        # conv's k·remaining channels and would keep all of them alive until the block's concatenation
+        self.copy_output = False
         # one conv makes this feature's contribution to this layer and to every later one
         self.conv = nn.Conv2d(in_channels, k * remaining, 3, padding=dilation, dilation=dilation, bias=False)
         self.norm = nn.BatchNorm2d(k)
@@ -39,7 +43,11 @@ class _D2Layer(nn.Module):
             y += acc  # in place is safe: the conv's backward does not need its output
         # split (not two slices) so the backward concatenates the two gradients instead of zero-filling twice
         own, rest = y.split([self.k, y.shape[1] - self.k], 1)
-        return self.act(self.norm(own)), rest
+        out = self.act(self.norm(own))
+        if self.copy_output:
+            last = y.is_contiguous(memory_format=torch.channels_last)
+            out = out.clone(memory_format=torch.channels_last if last else torch.contiguous_format)
+        return out, rest
 
 
 class D2Block(nn.Module):

@@ -83,6 +83,7 @@ def _fold_d2_(block: D2Block) -> None:
         _add_bias_(layer.conv, b, 0)
     for layer in layers:
         layer.norm = nn.Identity()
+        layer.copy_output = True
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
