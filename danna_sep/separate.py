@@ -583,8 +583,10 @@ class Separator:
         block = total if self.wiener_window is None else self.wiener_window
         masks, mix = _Timeline(), _FrameStore()
         istft = StreamingISTFT(n_fft, hop, reader.length, dev)
-        filtered = 0  # frames already through the Wiener filter
-        for k, (a, b) in enumerate(segments):
+
+        # Each step is a function so that its temporaries (spectrogram, masks, filtered frames: about 100 MB per
+        # segment) are freed on return instead of living in this generator while the other models run.
+        def analyse(a: int, b: int) -> None:
             x = _read_padded(reader, a * hop - n_fft // 2, (b - 1) * hop + n_fft // 2, reflect)
             x = _model_input(x, info.channels).to(dev)
             spec = torch.stft(x, n_fft, hop, window=window, center=False, return_complex=True)  # (C, bins, b − a)
@@ -593,13 +595,20 @@ class Separator:
             self._check(model, out, mag)
             masks.add(a, out[0].float(), crossfade(b - a, ramp).to(dev))
             mix.extend(a, spec)
+
+        def synthesise(stop: int) -> Tensor:
+            m, X = masks.pop(stop), mix.pop(stop)
+            with torch.inference_mode():  # no autograd: lets the filter take its cache-blocked path
+                Y = m * X if self.niter == 0 else wiener(m * X.abs(), X, self.niter, dtype=wdtype)
+            return istft.push(Y).cpu()
+
+        filtered = 0  # frames already through the Wiener filter
+        for k, (a, b) in enumerate(segments):
+            analyse(a, b)
             final = segments[k + 1][0] if k + 1 < len(segments) else total
             while filtered < final and (final - filtered >= block or final == total):
                 stop = min(filtered + block, final)
-                m, X = masks.pop(stop), mix.pop(stop)
-                with torch.inference_mode():  # no autograd: lets the filter take its cache-blocked path
-                    Y = m * X if self.niter == 0 else wiener(m * X.abs(), X, self.niter, dtype=wdtype)
-                yield istft.push(Y).cpu()
+                yield synthesise(stop)
                 filtered = stop
             report((k + 1) / len(segments))
         yield istft.finish().cpu()
@@ -621,7 +630,8 @@ class Separator:
         segments = plan_segments(length, seg, stride)
         ramp = max(seg - stride, 0)
         timeline = _Timeline()
-        for k, (a, b) in enumerate(segments):
+
+        def analyse(a: int, b: int) -> None:  # a function, as in _spectral_stream: temporaries die on return
             x = _model_input(reader.read(a, info.fixed_length or b - a + WAVEFORM_MARGIN), info.channels)[None]
             out = self._run(model, x)
             self._check(model, out, x)
@@ -629,6 +639,9 @@ class Separator:
                 raise CheckpointError(f"{model.name}: returns {out.shape[-1]} samples for {x.shape[-1]}, fewer than "
                                       f"the {b - a} needed (more than {WAVEFORM_MARGIN} samples short)")
             timeline.add(a, out[0, ..., : b - a].float().cpu(), crossfade(b - a, ramp))
+
+        for k, (a, b) in enumerate(segments):
+            analyse(a, b)
             report((k + 1) / len(segments))
             yield timeline.pop(segments[k + 1][0] if k + 1 < len(segments) else length)
 

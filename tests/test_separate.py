@@ -300,6 +300,21 @@ def test_reads_and_pieces_are_bounded_by_the_segment():
     assert reader.largest <= SR // 2 + 4096 + 256  # a segment and its margin, never the track
 
 
+def test_streams_hold_no_segment_temporaries_between_pieces():
+    """While one model's stream waits at a piece, the others run: its spectrogram, masks and model output of the
+    last segment must be gone by then (they were 220 MB at full size), only the running state kept."""
+    models = point_models()
+    reader = TensorReader(music(4.0))
+    sep = Separator(models, BLEND, segment=0.5, wiener_window=50)
+    for stream, allowed in ((sep._spectral_stream(models["unet"], reader, lambda f: None), {"window"}),
+                            (sep._waveform_stream(models["demucs"], reader, lambda f: None), set())):
+        for _ in range(3):
+            next(stream)
+            held = {name for name, value in stream.gi_frame.f_locals.items() if isinstance(value, torch.Tensor)}
+            assert held <= allowed, held
+        stream.close()
+
+
 # --------------------------------------------------------------------------------------------- stems, rates, shifts
 
 
