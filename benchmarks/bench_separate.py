@@ -104,19 +104,27 @@ def child(mode: str, wav_path: str, out_dir: str) -> dict:
             bag = ORIGINAL_BAG
         models = _danna_models(bag.models)
         result["models_mb"] = _rss_mb()
+        # wall time at which each tenth of the track was done (all models): flat means no slow-down with length
+        tenths = []
+
+        def progress(p):
+            while len(tenths) < 10 and p.fraction >= (len(tenths) + 1) / 10 - 1e-9:
+                tenths.append(time.perf_counter() - start)
+
         start = time.perf_counter()
         if mode == "original":
-            sep = Separator(models, bag, split=False, wiener_window=None)
+            sep = Separator(models, bag, split=False, wiener_window=None, progress=progress)
             wav, _ = load_audio(wav_path)
             stems = sep.separate(wav, SAMPLE_RATE)
             for stem, data in stems.items():
                 save_audio(Path(out_dir) / f"{stem}.wav", data, SAMPLE_RATE, "FLOAT")
         else:
-            sep = Separator(models, bag, parallel=mode == "ours-parallel")
+            sep = Separator(models, bag, parallel=mode == "ours-parallel", progress=progress)
             if mode == "ours-parallel":
                 torch.set_num_threads(max(1, torch.get_num_threads() // sep.stream_count()))
             sep.separate_to_files(wav_path, {s: Path(out_dir) / f"{s}.wav" for s in SOURCES}, subtype="FLOAT",
                                   overwrite=True)
+        result["seconds_by_tenth"] = [round(b - a, 1) for a, b in zip([0.0] + tenths, tenths)]
     result["seconds"] = time.perf_counter() - start
     result["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
@@ -224,6 +232,7 @@ def main() -> None:
     for mode, seconds, r in rows:
         if "rss_by_tenth_mb" in r and mode == "ours":
             print(f"ours {seconds:.0f} s, peak RSS per tenth of the run (MB): {r['rss_by_tenth_mb']}")
+            print(f"ours {seconds:.0f} s, wall seconds per tenth of the track: {r.get('seconds_by_tenth')}")
     base = {m: r for m, s, r in rows if s == args.seconds and "error" not in r}
     if "ours" in base:
         for other in ("original", "demucs"):
