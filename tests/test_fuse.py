@@ -98,6 +98,8 @@ def test_folded_d2_outputs_do_not_hold_the_whole_conv_output(layout):
     assert h.shape == (1, 4, 16, 8) and acc.shape == (1, 8, 16, 8)
     assert h.untyped_storage().nbytes() == h.numel() * h.element_size()  # its own k channels, nothing more
     assert h.is_contiguous(memory_format=layout)
+    # the last layer's conv output is its own k channels already: nothing to copy
+    assert [layer.copy_output for layer in folded.layers] == [True, True, False]
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     # training keeps the batch norm, whose output is already a fresh tensor: no copy there
     assert not any(layer.copy_output for layer in block.layers)

@@ -83,7 +83,8 @@ def _fold_d2_(block: D2Block) -> None:
         _add_bias_(layer.conv, b, 0)
     for layer in layers:
         layer.norm = nn.Identity()
-        layer.copy_output = True
+        # only a layer whose conv also feeds later layers has more channels to hold on to than its output
+        layer.copy_output = layer.conv.out_channels > k
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
