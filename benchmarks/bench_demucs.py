@@ -118,6 +118,11 @@ def main() -> None:
     print(f"CPU, {torch.get_num_threads()} threads, batch 1, min of {args.repeat} interleaved runs")
     params = {name: sum(p.numel() for p in m.parameters()) for name, m in models.items()}
     print("parameters: " + ", ".join(f"{name} {n:,}" for name, n in params.items()))
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    shared = {name: (count(models[name].encoder), count(models[name].lstm.lstm)) for name in ("DemucsSplit", "v2")}
+    print("encoder, BiLSTM parameters: " + ", ".join(f"{name} {e:,}, {b:,}" for name, (e, b) in shared.items()))
+    if shared["DemucsSplit"] != shared["v2"]:
+        raise SystemExit("the v2 peer's encoder or BiLSTM differs from ours: its ratio would not isolate the decoders")
     ours, *peers = models
     print(f"malloc: {'glibc defaults' if args.default_malloc else 'keep_freed_memory()'}")
     header = f"{'case':<22} {ours + ' s':>14}" + "".join(f" {peer + ' s':>16} {'ratio':>6}" for peer in peers)
