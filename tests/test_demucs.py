@@ -239,6 +239,19 @@ def test_cpu_training_lstm_matches_nn_lstm(batch, frames):
         torch.testing.assert_close(a, b)
 
 
+def test_cpu_batched_inference_lstm_matches_nn_lstm():
+    torch.manual_seed(0)
+    blstm = BLSTM(6, 2, 5).double().eval()
+    x = torch.randn(3, 6, 9, dtype=torch.float64)
+    with torch.inference_mode():
+        # batch 1 keeps nn.LSTM; larger batches take the recurrence (oneDNN's LSTM is slow there)
+        assert not blstm._use_recurrence(x[:1].permute(2, 0, 1))
+        assert blstm._use_recurrence(x.permute(2, 0, 1))
+        out = blstm(x)
+        ref = torch.cat([blstm(x[i : i + 1]) for i in range(3)])
+    torch.testing.assert_close(out, ref)
+
+
 def test_rescale_init():
     torch.manual_seed(0)
     conv = nn.Conv1d(8, 16, 3)
