@@ -14,6 +14,7 @@ from danna_sep.models.demucs import (
     DecoderLevel,
     DemucsSplit,
     PhaseConvTranspose1d,
+    _matrix_for_rows,
     destandardize,
     rescale_conv_,
     standardize,
@@ -222,7 +223,7 @@ def test_block_resample_matches_julius(old_sr, new_sr):
     assert not BlockResample(1, 2).state_dict()  # fixed filters stay out of checkpoints
 
 
-@pytest.mark.parametrize("batch,frames", [(1, 1), (3, 9)])
+@pytest.mark.parametrize("batch,frames", [(1, 1), (3, 9), (5, 4)])  # one row, and both weight layouts
 def test_cpu_training_lstm_matches_nn_lstm(batch, frames):
     torch.manual_seed(0)
     blstm = BLSTM(6, 2, 5).double()
@@ -239,17 +240,31 @@ def test_cpu_training_lstm_matches_nn_lstm(batch, frames):
         torch.testing.assert_close(a, b)
 
 
-def test_cpu_batched_inference_lstm_matches_nn_lstm():
+@pytest.mark.parametrize("batch", [3, 5])
+def test_cpu_batched_inference_lstm_matches_nn_lstm(batch):
     torch.manual_seed(0)
     blstm = BLSTM(6, 2, 5).double().eval()
-    x = torch.randn(3, 6, 9, dtype=torch.float64)
+    x = torch.randn(batch, 6, 9, dtype=torch.float64)
     with torch.inference_mode():
         # batch 1 keeps nn.LSTM; larger batches take the recurrence (oneDNN's LSTM is slow there)
         assert not blstm._use_recurrence(x[:1].permute(2, 0, 1))
         assert blstm._use_recurrence(x.permute(2, 0, 1))
         out = blstm(x)
-        ref = torch.cat([blstm(x[i : i + 1]) for i in range(3)])
+        ref = torch.cat([blstm(x[i : i + 1]) for i in range(batch)])
     torch.testing.assert_close(out, ref)
+
+
+def test_recurrent_weight_layout_per_row_count():
+    w = torch.randn(8, 3)
+    for rows, wanted_stride in [(1, (3, 1)), (2, (1, 8)), (3, (1, 8)), (4, (3, 1)), (9, (3, 1))]:
+        for matrix in (w, w.t().contiguous().t()):  # either layout in
+            laid_out = _matrix_for_rows(matrix, rows)
+            assert torch.equal(laid_out, w)
+            if rows == 1:
+                assert laid_out is matrix  # no copy for a matrix-vector product
+            else:
+                assert laid_out.stride() == wanted_stride
+                assert (laid_out is matrix) == (matrix.stride() == wanted_stride)
 
 
 def test_rescale_init():
