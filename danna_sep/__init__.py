@@ -17,6 +17,11 @@ SOURCES = ("drums", "bass", "other", "vocals")
 SAMPLE_RATE = 44100
 """Sample rate inside the models."""
 
+N_FFT = 4096
+HOP_LENGTH = 1024
+"""STFT of the spectral models, the losses and separation (:mod:`danna_sep.spectral`); here, torch-free, for
+the command line's help texts."""
+
 
 def __getattr__(name: str):
     # Lazy so that `import danna_sep` stays cheap for the command line.

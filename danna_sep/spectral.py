@@ -9,8 +9,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-N_FFT = 4096
-HOP_LENGTH = 1024
+from . import HOP_LENGTH, N_FFT  # noqa: F401 — defined torch-free in the package root, part of this module's API
 
 
 def num_frames(length: int, hop_length: int = HOP_LENGTH) -> int:

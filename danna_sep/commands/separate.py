@@ -16,14 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from .. import SAMPLE_RATE, SOURCES, defaults
+from .. import HOP_LENGTH, SAMPLE_RATE, SOURCES, defaults
 from ..errors import ConfigError, DannaError
 
 HELP = "separate songs into drums, bass, other and vocals (also available as `danna-sep`)"
 
 DEFAULT_TEMPLATE = "{track}/{stem}.{ext}"
 _PLACEHOLDERS = {"track", "trackext", "stem", "ext"}
-_HOP = 1024  # spectral.HOP_LENGTH, for --help; not imported because spectral imports torch
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -56,8 +55,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="JSON blend: {\"models\": [...], \"weights\": models × sources}; overrides --fast")
 
     quality = parser.add_argument_group("quality and speed")
-    segment_s = defaults.SPECTRAL_SEGMENT_FRAMES * _HOP / SAMPLE_RATE
-    wiener_s = defaults.WIENER_WINDOW * _HOP / SAMPLE_RATE
+    segment_s = defaults.SPECTRAL_SEGMENT_FRAMES * HOP_LENGTH / SAMPLE_RATE
+    wiener_s = defaults.WIENER_WINDOW * HOP_LENGTH / SAMPLE_RATE
     quality.add_argument("--niter", type=int, default=defaults.NITER, metavar="N",
                          help=f"Wiener EM iterations for the spectral models (default {defaults.NITER}; "
                               "0 = plain masks)")
