@@ -175,6 +175,19 @@ def test_per_source_decoders_are_independent(source):
 
 
 @pytest.mark.parametrize("config", [{}, {"depth": 3, "lstm_layers": 0, "resample": False}])
+def test_batched_cpu_inference_equals_item_by_item(config):
+    # no gradients + batch > 1 on CPU: convolutions item by item, the bottleneck on the batch (step by step)
+    model = tiny(**config).eval()
+    x = torch.randn(3, 2, 2345)
+    scripted = torch.jit.script(model)
+    with torch.no_grad():
+        items = torch.cat([model(x[i : i + 1]) for i in range(3)])
+        torch.testing.assert_close(model(x), items)
+        torch.testing.assert_close(scripted(x), items)
+    torch.testing.assert_close(model(x).detach(), items)  # with gradients: one batched pass
+
+
+@pytest.mark.parametrize("config", [{}, {"depth": 3, "lstm_layers": 0, "resample": False}])
 def test_torchscript_matches_eager(config):
     model = tiny(**config).eval()
     scripted = torch.jit.script(model)
@@ -228,11 +241,11 @@ def test_cpu_training_lstm_matches_nn_lstm(batch, frames):
     torch.manual_seed(0)
     blstm = BLSTM(6, 2, 5).double()
     x = torch.randn(batch, 6, frames, dtype=torch.float64, requires_grad=True)
-    assert blstm._use_recurrence(x.permute(2, 0, 1))
+    assert blstm._use_steps(x.permute(2, 0, 1))
     out = blstm(x)
     grad = torch.randn_like(out)
     grads = torch.autograd.grad(out, [x, *blstm.parameters()], grad)
-    blstm._use_recurrence = lambda x: False  # the nn.LSTM path, as in inference and TorchScript
+    blstm._use_steps = lambda x: False  # the nn.LSTM path, as in inference and TorchScript
     ref = blstm(x)
     ref_grads = torch.autograd.grad(ref, [x, *blstm.parameters()], grad)
     torch.testing.assert_close(out, ref)
@@ -247,8 +260,8 @@ def test_cpu_batched_inference_lstm_matches_nn_lstm(batch):
     x = torch.randn(batch, 6, 9, dtype=torch.float64)
     with torch.inference_mode():
         # batch 1 keeps nn.LSTM; larger batches take the recurrence (oneDNN's LSTM is slow there)
-        assert not blstm._use_recurrence(x[:1].permute(2, 0, 1))
-        assert blstm._use_recurrence(x.permute(2, 0, 1))
+        assert not blstm._use_steps(x[:1].permute(2, 0, 1))
+        assert blstm._use_steps(x.permute(2, 0, 1))
         out = blstm(x)
         ref = torch.cat([blstm(x[i : i + 1]) for i in range(batch)])
     torch.testing.assert_close(out, ref)

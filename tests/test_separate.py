@@ -19,8 +19,8 @@ from danna_sep.blend import Bag
 from danna_sep.cli import main
 from danna_sep.errors import AudioError, CheckpointError, ConfigError
 from danna_sep.export import LoadedModel, ModelInfo, export_torchscript
-from danna_sep.separate import (Separator, StreamingISTFT, TensorReader, _read_padded, find_model_files,
-                                plan_segments, resolve_device, stem_plan)
+from danna_sep.separate import (WAVEFORM_BATCH, Separator, StreamingISTFT, TensorReader, _equal_length_groups,
+                                _read_padded, find_model_files, plan_segments, resolve_device, stem_plan)
 from danna_sep.spectral import STFT
 from danna_sep.wiener import wiener, wiener_windowed
 
@@ -243,6 +243,29 @@ def test_fixed_length_waveform_model():
     got = stacked(Separator(models, BLEND, niter=0).separate(wav, SR))
     assert set(calls) == {12000} and len(calls) > 3
     assert rel(got, reference(models, BLEND, wav, niter=0)) < 1e-5
+
+
+def test_equal_length_groups():
+    segments = [(0, 10), (7, 17), (14, 24), (21, 31), (28, 38), (35, 40)]
+    assert list(_equal_length_groups(segments, 3)) == [segments[:3], segments[3:5], segments[5:]]
+    assert list(_equal_length_groups(segments, 1)) == [[s] for s in segments]
+    assert list(_equal_length_groups([], 3)) == []
+
+
+def test_waveform_segments_go_three_per_call_on_cpu():
+    models = point_models()
+    batches = []
+    inner = models["demucs"]._fn
+    models["demucs"]._fn = lambda x: batches.append(x.shape[0]) or inner(x)
+    wav = music(2.0)
+    got = stacked(Separator(models, BLEND, segment=0.25, niter=0).separate(wav, SR))
+    assert max(batches) == WAVEFORM_BATCH == 3 and sum(batches) > 9  # the shorter last segment goes alone
+    assert rel(got, reference(models, BLEND, wav, niter=0)) < 1e-5
+    # a fixed-length (ONNX) model gets one segment per call
+    models["demucs"].info = ModelInfo("waveform", fixed_length=12000)
+    batches.clear()
+    Separator(models, BLEND, niter=0).separate(wav, SR)
+    assert set(batches) == {1}
 
 
 def test_local_models_are_seamless_away_from_the_edges():
