@@ -163,8 +163,8 @@ class BLSTM(nn.Module):
     On CPU, training and batched inference run the same ``nn.LSTM`` parameters step by step (:func:`_lstm_steps`,
     through :class:`_LSTMRecurrence` when gradients are needed): about 1.5× faster forward + backward at batch 1,
     and 2.2× faster inference at batch 2-3, where oneDNN's LSTM takes 2.2-2.7× its batch-1 time while a step's
-    matrix product costs about the same for a few rows. Inference at batch 1, autocast and other devices (cuDNN)
-    use ``nn.LSTM``; so does TorchScript, but for batched inference.
+    matrix product costs about the same for a few rows. The rest uses ``nn.LSTM``: inference at batch 1, autocast,
+    other devices (cuDNN), and TorchScript but for batched CPU inference.
     """
 
     def __init__(self, dim: int, layers: int, out_features: int):
@@ -193,7 +193,9 @@ class BLSTM(nn.Module):
         return training or x.shape[1] > 1
 
     def _lstm_by_steps(self, x: Tensor) -> Tensor:
-        weights = self.lstm._flat_weights  # per layer and direction: w_ih, w_hh, b_ih, b_hh
+        # nn.LSTM's own flat parameter list (its forward passes it to the kernel; TorchScript can read it too):
+        # per layer and direction w_ih, w_hh, b_ih, b_hh
+        weights = self.lstm._flat_weights
         for layer in range(self.lstm.num_layers):
             outputs: List[Tensor] = []
             for direction in range(2):
