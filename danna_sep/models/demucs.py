@@ -351,6 +351,7 @@ class DemucsSplit(nn.Module):
 
     ``forward``: waveform ``(batch, audio_channels, samples)`` → estimates ``(batch, sources, audio_channels,
     samples)`` with exactly the input's number of samples, sources in the order drums, bass, other, vocals.
+    Batched CPU inference runs the convolutions item by item (same result, one item's activations at a time).
     """
 
     domain = "waveform"
