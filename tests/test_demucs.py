@@ -245,7 +245,7 @@ def test_cpu_training_lstm_matches_nn_lstm(batch, frames):
     out = blstm(x)
     grad = torch.randn_like(out)
     grads = torch.autograd.grad(out, [x, *blstm.parameters()], grad)
-    blstm._use_steps = lambda x: False  # the nn.LSTM path, as in inference and TorchScript
+    blstm._use_steps = lambda x: False  # the nn.LSTM path, as in batch-1 inference
     ref = blstm(x)
     ref_grads = torch.autograd.grad(ref, [x, *blstm.parameters()], grad)
     torch.testing.assert_close(out, ref)
