@@ -65,6 +65,9 @@ class ModelInfo:
     ``frame_multiple``: spectral models whose frames are pooled (the U-Net: ``2**levels``) work best on segments
     that are multiples of it and start on such multiples. ``fixed_length``: the only input length (samples) a
     model accepts, e.g. a waveform model exported to ONNX, whose graph freezes its length arithmetic.
+    ``itemwise_batches``: the model's batched CPU inference runs one item at a time but where batching is free
+    (DemucsSplit's BiLSTM), so the separator may hand it several segments per call without multiplying its
+    memory; false for files from elsewhere or older exports, which get one segment per call.
     """
 
     domain: str  # "spectral" or "waveform"
@@ -76,6 +79,7 @@ class ModelInfo:
     hop_length: int = 1024
     frame_multiple: int = 1
     fixed_length: Optional[int] = None
+    itemwise_batches: bool = False
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)  # e.g. trained epochs, source checkpoint name
 
@@ -146,6 +150,7 @@ class ModelInfo:
             n_fft=n_fft,
             hop_length=hop,
             frame_multiple=int(getattr(model, "multiple", 1)) if domain == "spectral" else 1,
+            itemwise_batches=bool(getattr(model, "itemwise_batches", False)),
         )
 
 
@@ -269,6 +274,7 @@ def export_onnx(model: nn.Module, path: PathLike, info: ModelInfo, opset: int = 
     except ImportError:
         raise ConfigError("ONNX export needs the 'onnx' package (pip install 'danna-sep[onnx]')") from None
     model = fold_batchnorm(model.eval())
+    info = ModelInfo(**{**info.__dict__, "itemwise_batches": False})  # the traced graph batches as a whole
     if info.domain == "waveform":
         info = ModelInfo(**{**info.__dict__, "fixed_length": fixed_length})
         example = example_input(info, fixed_length)

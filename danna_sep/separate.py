@@ -645,8 +645,9 @@ class Separator:
         segments = plan_segments(length, seg, stride)
         ramp = max(seg - stride, 0)
         timeline = _Timeline()
-        # a fixed-length (ONNX) graph would run the whole batch at once, and on GPUs batching is unmeasured
-        per_call = WAVEFORM_BATCH if info.fixed_length is None and model.device.type == "cpu" else 1
+        # other models (an ONNX graph, the original release) would run the whole batch at once, with the whole
+        # batch's activations; on GPUs batching is unmeasured
+        per_call = WAVEFORM_BATCH if info.itemwise_batches and model.device.type == "cpu" else 1
 
         def analyse(group: List[Tuple[int, int]]) -> None:  # a function, as in _spectral_stream: temporaries die
             n = info.fixed_length or group[0][1] - group[0][0] + WAVEFORM_MARGIN

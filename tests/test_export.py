@@ -239,6 +239,7 @@ def test_demucs_exports(tmp_path):
     export_torchscript(model, tmp_path / "demucs_4_decoders.pth", info)
     loaded = load_model(tmp_path / "demucs_4_decoders.pth")
     assert loaded.info.domain == "waveform"
+    assert loaded.info.itemwise_batches  # the separator may give it several segments per call
     assert verify(model, loaded, (4410, 5001)) <= 1e-5
 
 
@@ -246,9 +247,12 @@ def test_waveform_onnx_has_a_fixed_length(tmp_path):
     pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     model = TinyWave().eval()
-    info = export_onnx(model, tmp_path / "demucs.onnx", ModelInfo.from_model(model), fixed_length=6000)
+    assert not ModelInfo.from_model(model).itemwise_batches  # only models that declare it
+    claimed = ModelInfo(**{**ModelInfo.from_model(model).__dict__, "itemwise_batches": True})
+    info = export_onnx(model, tmp_path / "demucs.onnx", claimed, fixed_length=6000)
     loaded = load_model(tmp_path / "demucs.onnx")
     assert loaded.info.fixed_length == info.fixed_length == 6000 and loaded.info.domain == "waveform"
+    assert not loaded.info.itemwise_batches  # the traced graph runs a batch as a whole
     assert verify(model, loaded, (6000,)) <= 1e-5
     with pytest.raises(CheckpointError, match="exactly 6000 samples"):
         loaded(torch.zeros(1, 2, 5000))

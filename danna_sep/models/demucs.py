@@ -355,6 +355,7 @@ class DemucsSplit(nn.Module):
     """
 
     domain = "waveform"
+    itemwise_batches = True  # see ModelInfo: the separator gives it several CPU segments per call
 
     def __init__(
         self,
