@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from . import SAMPLE_RATE, SOURCES
+from . import HOP_LENGTH, N_FFT, SAMPLE_RATE, SOURCES
 from .blend import MODEL_FILES
 from .errors import CheckpointError, ConfigError
 from .models.fuse import fold_batchnorm
@@ -75,8 +75,8 @@ class ModelInfo:
     sources: tuple = SOURCES
     sample_rate: int = SAMPLE_RATE
     channels: int = 2
-    n_fft: int = 4096
-    hop_length: int = 1024
+    n_fft: int = N_FFT
+    hop_length: int = HOP_LENGTH
     frame_multiple: int = 1
     fixed_length: Optional[int] = None
     itemwise_batches: bool = False
@@ -140,7 +140,7 @@ class ModelInfo:
         args = dict((arch or {}).get("args") or {})
         trainer = config.get("trainer") or {}
         loss_args = (config.get("loss") or {}).get("args") or {}
-        n_fft = int(args.get("n_fft") or trainer.get("n_fft") or loss_args.get("n_fft") or 4096)
+        n_fft = int(args.get("n_fft") or trainer.get("n_fft") or loss_args.get("n_fft") or N_FFT)
         hop = int(args.get("hop_length") or trainer.get("hop_length") or loss_args.get("hop_length") or n_fft // 4)
         channels = int(getattr(model, "nb_channels", None) or args.get("nb_channels") or args.get("audio_channels") or 2)
         return cls(
