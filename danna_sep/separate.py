@@ -650,15 +650,17 @@ class Separator:
         per_call = WAVEFORM_BATCH if info.itemwise_batches and model.device.type == "cpu" else 1
 
         def analyse(group: List[Tuple[int, int]]) -> None:  # a function, as in _spectral_stream: temporaries die
-            n = info.fixed_length or group[0][1] - group[0][0] + WAVEFORM_MARGIN
+            size = group[0][1] - group[0][0]  # every segment of a group has this length
+            n = info.fixed_length or size + WAVEFORM_MARGIN
             x = torch.stack([_model_input(reader.read(a, n), info.channels) for a, _ in group])
             out = self._run(model, x)
             self._check(model, out, x)
-            for j, (a, b) in enumerate(group):
-                if out.shape[-1] < b - a:
-                    raise CheckpointError(f"{model.name}: returns {out.shape[-1]} samples for {n}, fewer than the "
-                                          f"{b - a} needed (more than {WAVEFORM_MARGIN} samples short)")
-                timeline.add(a, out[j, ..., : b - a].float().cpu(), crossfade(b - a, ramp))
+            if out.shape[-1] < size:
+                raise CheckpointError(f"{model.name}: returns {out.shape[-1]} samples for {n}, fewer than the "
+                                      f"{size} needed (more than {WAVEFORM_MARGIN} samples short)")
+            fade = crossfade(size, ramp)
+            for j, (a, _) in enumerate(group):
+                timeline.add(a, out[j, ..., :size].float().cpu(), fade)
 
         done = 0
         for group in _equal_length_groups(segments, per_call):
