@@ -323,3 +323,23 @@ def test_a_few_training_steps_reduce_the_l1_loss():
     # from the rescaled init the loss falls slowly but steadily (≈ 0.4 % a step here)
     assert all(b < a for a, b in zip(losses, losses[1:])), losses
     assert losses[-1] < 0.99 * losses[0], losses
+
+
+@pytest.mark.parametrize("length,expected", [(441000, 438954), (264600, 262826)])
+def test_legacy_output_lengths_are_the_originals(length, expected):
+    # no valid-length padding: the original's output falls short (reference §8 gives these two)
+    model = tiny(depth=6, legacy=True).eval()
+    assert model.grid == 2048
+    with torch.no_grad():
+        assert model(torch.randn(1, 2, length)).shape == (1, 4, 2, expected)
+
+
+def test_legacy_batches_itemwise_and_scripts():
+    model = tiny(legacy=True).eval()
+    x = torch.randn(3, 2, 3000)
+    scripted = torch.jit.script(model)
+    with torch.no_grad():
+        items = torch.cat([model(x[i: i + 1]) for i in range(3)])
+        assert items.shape[-1] < 3000
+        torch.testing.assert_close(model(x), items)
+        torch.testing.assert_close(scripted(x), items)

@@ -288,3 +288,53 @@ def test_registry_and_bad_arguments():
         UNetAttn(**{**TINY, "dropout": 1.5})
     with pytest.raises(ValueError, match="channels"):
         model(torch.rand(1, 1, 80, 4))
+
+
+# ------------------------------------------------------------------------------------------ legacy computation
+
+
+def test_unmasked_attention_gives_padded_keys_their_softmax_share():
+    # the original's attention: padded keys are zeros (logit 0) and take part in the softmax, with value zero
+    torch.manual_seed(1)
+    frames, flange, qs = 5, 3, 2
+    q, k, v = torch.randn(3, 1, 2, 4, 3, frames)
+    out, weights = local_attention(q, k, v, qs, flange, frames, mask=False)
+    bins, window = 3, qs + 2 * flange
+    w = weights.reshape(1, 2, 3, bins * qs, bins, window)
+    assert (w > 0).all()  # no key is masked
+    torch.testing.assert_close(weights.sum(-1), torch.ones(1, 2, 3, bins * qs))
+    # brute force for block 1 (frames 2, 3; keys frames -1 … 6 with zeros outside 0 … 4)
+    kp = F.pad(k, [flange, flange + 1])
+    vp = F.pad(v, [flange, flange + 1])
+    keys = kp[..., 2: 2 + window].permute(0, 1, 3, 4, 2).reshape(1, 2, bins * window, 4)
+    values = vp[..., 2: 2 + window].permute(0, 1, 3, 4, 2).reshape(1, 2, bins * window, 4)
+    queries = q[..., 2:4].permute(0, 1, 3, 4, 2).reshape(1, 2, bins * qs, 4)
+    want = ((queries @ keys.transpose(-1, -2)).softmax(-1) @ values).reshape(1, 2, bins, qs, 4).permute(0, 1, 4, 2, 3)
+    torch.testing.assert_close(out[..., 2:4], want)
+
+
+def test_legacy_geometry_is_the_originals():
+    # 2·⌊max_bins/2⌋ − 1 bins and 2·⌊frames/2⌋ − 1 frames predicted, the rest of the mask exactly 0.25
+    torch.manual_seed(0)
+    args = dict(TINY, max_bins=101)  # odd sizes floor in the poolings; 6 of them need ≥ 64 bins and frames
+    model = UNetAttn(**args, legacy=True, rel_pos_bias=False).eval()
+    for frames in (64, 100, 129):
+        with torch.no_grad():
+            masks = model(torch.rand(1, 2, 2049, frames))
+        assert masks.shape == (1, 4, 2, 2049, frames)
+        bins_out, frames_out = 2 * (args["max_bins"] // 2) - 1, 2 * (frames // 2) - 1
+        assert (masks[..., bins_out:, :] == 0.25).all() and (masks[..., frames_out:] == 0.25).all()
+        inside = masks[..., :bins_out, :frames_out]
+        assert (inside != 0.25).float().mean() > 0.99 and 0 < inside.min() and inside.max() < 1
+    # the same weights, fixed geometry: same parameters, different computation
+    fixed = UNetAttn(**args, rel_pos_bias=False).eval()
+    fixed.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        x = torch.rand(1, 2, 2049, 64)
+        assert (fixed(x) - model(x)).abs().max() > 1e-3
+    scripted = torch.jit.script(model)
+    x = torch.rand(1, 2, 2049, 70)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), model(x))
+    with pytest.raises(ConfigError, match="rel_pos_bias"):
+        UNetAttn(**TINY, legacy=True)

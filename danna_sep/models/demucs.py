@@ -16,6 +16,10 @@ lose their estimate (inputs shorter than one bottom frame, 4778 samples in the r
 zero-padded up to it). With exact lengths every skip matches its decoder input; skips are still centre-trimmed so
 that any mismatch would stay centred instead of shifting the estimate.
 
+``legacy=True`` computes what the original did (the released weights were trained that way and are imported with it):
+no padding to a valid length, so the output is up to ~2k samples shorter than the input and aligned at its start,
+and skips trimmed to their first samples instead of their centre.
+
 Resampling uses julius' windowed-sinc filters (``ResampleFrac``), applied as a block convolution that is several
 times faster on CPU (:class:`BlockResample`); the fixed kernels are not part of the ``state_dict``.
 """
@@ -348,9 +352,11 @@ class DemucsSplit(nn.Module):
             encoder's output to the per-source decoder inputs).
         rescale: reference std of the :func:`rescale_conv_` init (0 = PyTorch's default init).
         resample: up-sample the input ×2 before the encoder and down-sample ÷2 after the decoder.
+        legacy: the original computation (see the module docstring), for the released weights.
 
     ``forward``: waveform ``(batch, audio_channels, samples)`` → estimates ``(batch, sources, audio_channels,
-    samples)`` with exactly the input's number of samples, sources in the order drums, bass, other, vocals.
+    samples)`` with exactly the input's number of samples (``legacy``: at most as many, aligned at the start),
+    sources in the order drums, bass, other, vocals.
     Batched CPU inference runs the convolutions item by item (same result, one item's activations at a time).
     """
 
@@ -369,6 +375,7 @@ class DemucsSplit(nn.Module):
         lstm_layers: int = 2,
         rescale: float = 0.1,
         resample: bool = True,
+        legacy: bool = False,
     ):
         super().__init__()
         for name, value, low in (("sources", sources, 1), ("audio_channels", audio_channels, 1),
@@ -388,6 +395,9 @@ class DemucsSplit(nn.Module):
         self.kernel_size = kernel_size
         self.stride = stride
         self.resample = resample
+        self.legacy = legacy
+        # input samples per bottom frame: the output depends on where the signal sits modulo this
+        self.grid = stride**depth // (2 if resample else 1)
 
         widths = [int(channels * growth**i) for i in range(depth)]
         self.encoder = nn.ModuleList()
@@ -454,7 +464,7 @@ class DemucsSplit(nn.Module):
         and the mixture's mean and std ``(batch, 1, 1)``."""
         length = mix.shape[-1]
         x, mean, std = standardize(mix)
-        delta = self.valid_length(length) - length
+        delta = 0 if self.legacy else self.valid_length(length) - length
         x = self.upsample(F.pad(x, (delta // 2, delta - delta // 2)))
         skips: List[Tensor] = []
         for encode in self.encoder:
@@ -471,10 +481,14 @@ class DemucsSplit(nn.Module):
         return x
 
     def _decode(self, x: Tensor, skips: List[Tensor], mean: Tensor, std: Tensor, length: int) -> Tensor:
-        """The bottleneck's output and :meth:`_encode`'s other results → ``(batch, sources, channels, length)``.
+        """The bottleneck's output and :meth:`_encode`'s other results → ``(batch, sources, channels, length)``
+        (``legacy``: ``length'`` ≤ ``length``).
         Empties ``skips`` as it goes, so that each is freed once used."""
         for decode in self.decoder:
-            x = decode(x, center_trim(skips.pop(), x.shape[-1]))
-        delta = self.valid_length(length) - length
-        x = self.downsample(x)[..., delta // 2 : delta // 2 + length]
-        return destandardize(x.reshape(x.shape[0], self.sources, self.audio_channels, length), mean, std)
+            skip = skips.pop()
+            x = decode(x, skip[..., : x.shape[-1]] if self.legacy else center_trim(skip, x.shape[-1]))
+        x = self.downsample(x)
+        if not self.legacy:
+            delta = self.valid_length(length) - length
+            x = x[..., delta // 2 : delta // 2 + length]
+        return destandardize(x.reshape(x.shape[0], self.sources, self.audio_channels, x.shape[-1]), mean, std)

@@ -9,6 +9,12 @@ sigmoid masks), with the original's defects fixed:
   exactly ×2, so the masks cover **all** ``max_bins`` bins and **all** frames for any input length (the original
   covered 1485 bins and T − 1 frames and filled the rest with a constant 0.25);
 - an optional relative position bias gives the attention a positional signal (the original had none).
+
+``legacy=True`` computes exactly what the original did instead (the released weights were trained that way and are
+imported with it): no input padding (odd sizes floor in the poolings), transposed convolutions without output
+padding whose outputs are zero-padded up to their skips, unmasked attention, and masks over the first
+``2·⌊max_bins/2⌋ − 1`` bins and ``2·⌊frames/2⌋ − 1`` frames only (1485 bins and 511 frames for 1487 and 512), the rest
+set to 0.25.
 """
 
 from typing import List, Optional, Tuple
@@ -30,6 +36,7 @@ def local_attention(
     memory_flange: int,
     length: int,
     bias: Optional[Tensor] = None,
+    mask: bool = True,
 ) -> Tuple[Tensor, Tensor]:
     """Block-local attention in time, global in frequency.
 
@@ -43,6 +50,8 @@ def local_attention(
         q, k, v: (batch, heads, depth, bins, frames); ``q`` is used as is (scale it beforehand).
         length: number of valid frames (≤ frames).
         bias: optional additive logit bias (heads, bins·query_shape, bins·window), window = query_shape + 2·flange.
+        mask: False gives the padded keys (zeros, so logit 0) their share of the softmax, as the original did:
+            it meant to add −1e9 to their logits but added −1e-9, which leaves a float32 logit of 0 unchanged.
 
     Returns:
         out (batch, heads, depth, bins, frames) and the attention weights
@@ -75,6 +84,9 @@ def local_attention(
     logits = q @ k.transpose(-1, -2)
     if bias is not None:
         logits = logits + bias.unsqueeze(1)
+    if not mask:
+        weights = logits.softmax(-1)
+        return _merge_blocks(weights @ v, bins, query_shape, frames), weights
 
     # validity depends only on a key's frame: (blocks, window) → (blocks, 1, bins·window)
     frame = index - memory_flange
@@ -85,10 +97,14 @@ def local_attention(
     weights = logits.masked_fill(~keep, float("-inf")).softmax(-1)
     weights = weights * any_valid.unsqueeze(-1).to(weights.dtype)
 
-    out = weights @ v  # (batch, heads, blocks, bins·query_shape, depth)
+    return _merge_blocks(weights @ v, bins, query_shape, frames), weights
+
+
+def _merge_blocks(out: Tensor, bins: int, query_shape: int, frames: int) -> Tensor:
+    """Per-block outputs (batch, heads, blocks, bins·query_shape, depth) → (batch, heads, depth, bins, frames)."""
+    batch, heads, blocks, _, depth = out.shape
     out = out.reshape(batch, heads, blocks, bins, query_shape, depth).permute(0, 1, 5, 3, 2, 4)
-    out = out.reshape(batch, heads, depth, bins, padded)[..., :frames]
-    return out, weights
+    return out.reshape(batch, heads, depth, bins, blocks * query_shape)[..., :frames]
 
 
 class LocalAttention2d(nn.Module):
@@ -101,6 +117,7 @@ class LocalAttention2d(nn.Module):
 
     With ``rel_pos_bias`` every head adds a learned bias ``b_time[Δt] + b_freq[clip(Δf, ±max_rel_bins)]`` to its
     logits (Δ = key − query position; zero at initialisation, so it starts as the plain model).
+    ``mask_padding=False`` lets the padded keys take softmax mass, as in the original (``legacy`` U-Nets).
 
     ``forward``: (batch, in_channels, bins, frames) → (batch, out_channels, bins, frames).
     """
@@ -110,6 +127,7 @@ class LocalAttention2d(nn.Module):
     query_shape: int
     memory_flange: int
     max_rel_bins: int
+    mask_padding: bool
 
     def __init__(
         self,
@@ -121,6 +139,7 @@ class LocalAttention2d(nn.Module):
         memory_flange: int = 3,
         rel_pos_bias: bool = False,
         max_rel_bins: int = 32,
+        mask_padding: bool = True,
     ):
         super().__init__()
         if d_model % n_heads:
@@ -135,6 +154,7 @@ class LocalAttention2d(nn.Module):
         self.query_shape = query_shape
         self.memory_flange = memory_flange
         self.max_rel_bins = max_rel_bins
+        self.mask_padding = mask_padding
         self.qkv = nn.Conv2d(in_channels, 3 * d_model, 3, padding=1)
         self.out_conv = nn.Conv2d(d_model, out_channels, 3, padding=1, bias=False)
         if rel_pos_bias:
@@ -165,7 +185,8 @@ class LocalAttention2d(nn.Module):
         qkv = self.qkv(x).reshape(batch, self.n_heads, 3 * depth, bins, frames)
         q, k, v = qkv.split(depth, 2)
         out, _ = local_attention(
-            q * depth**-0.5, k, v, self.query_shape, self.memory_flange, frames, self.position_bias(bins, x.device)
+            q * depth**-0.5, k, v, self.query_shape, self.memory_flange, frames, self.position_bias(bins, x.device),
+            self.mask_padding,
         )
         return self.out_conv(out.reshape(batch, self.d_model, bins, frames))
 
@@ -192,6 +213,9 @@ class UNetAttn(nn.Module):
 
     Training note: BatchNorm sees the zero padding, so chunks whose length is a multiple of ``2**levels`` frames
     (e.g. 512) train on real content only apart from the ``padded_bins − max_bins`` top bins.
+
+    ``legacy=True`` is the original computation (module docstring), for the released weights; it needs
+    ``rel_pos_bias=False``. Its inputs should have at least ``2**levels`` frames (the original crashes below).
     """
 
     domain = "spectral"
@@ -201,6 +225,7 @@ class UNetAttn(nn.Module):
     nb_sources: int
     padded_bins: int
     multiple: int
+    legacy: bool
 
     def __init__(
         self,
@@ -218,8 +243,11 @@ class UNetAttn(nn.Module):
         dropout_layers: int = 3,
         rel_pos_bias: bool = True,
         max_rel_bins: int = 32,
+        legacy: bool = False,
     ):
         super().__init__()
+        if legacy and rel_pos_bias:
+            raise ConfigError("UNetAttn: legacy (the original computation) has no position bias; set rel_pos_bias false")
         if max_bins < 1 or nb_channels < 1 or k < 1 or levels < 1 or attn_channels < 1 or attn_layers < 0:
             raise ConfigError(
                 "UNetAttn: max_bins, nb_channels, k, levels and attn_channels must be >= 1 and attn_layers >= 0, got "
@@ -231,6 +259,8 @@ class UNetAttn(nn.Module):
         self.nb_channels = nb_channels
         self.nb_sources = len(SOURCES)
         self.multiple = 2**levels
+        self.legacy = legacy
+        exact = 0 if legacy else 1  # output_padding: the original's up-sampling gives 2n − 1, not 2n
         self.padded_bins = (max_bins + self.multiple - 1) // self.multiple * self.multiple
 
         self.encoder = nn.ModuleList()
@@ -248,7 +278,8 @@ class UNetAttn(nn.Module):
             self.attention.append(
                 nn.Sequential(
                     LocalAttention2d(
-                        attn_in, attn_channels, d_model, n_heads, query_shape, memory_flange, rel_pos_bias, max_rel_bins
+                        attn_in, attn_channels, d_model, n_heads, query_shape, memory_flange, rel_pos_bias, max_rel_bins,
+                        mask_padding=not legacy,
                     ),
                     nn.BatchNorm2d(attn_channels),
                     nn.ReLU(inplace=True),
@@ -262,7 +293,7 @@ class UNetAttn(nn.Module):
             block = D3Block(channels, k, max(2, levels - 1 - i))
             layers: List[nn.Module] = [
                 block,
-                nn.ConvTranspose2d(block.out_channels, widths[i], 3, stride=2, padding=1, output_padding=1, bias=False),
+                nn.ConvTranspose2d(block.out_channels, widths[i], 3, stride=2, padding=1, output_padding=exact, bias=False),
                 nn.BatchNorm2d(widths[i]),
                 nn.ReLU(inplace=True),
             ]
@@ -273,7 +304,7 @@ class UNetAttn(nn.Module):
 
         head = widths[0]
         self.head = nn.Sequential(
-            nn.ConvTranspose2d(channels, head, 5, stride=2, padding=2, output_padding=1, bias=False),
+            nn.ConvTranspose2d(channels, head, 5, stride=2, padding=2, output_padding=exact, bias=False),
             nn.BatchNorm2d(head),
             nn.ReLU(inplace=True),
             nn.Conv2d(head, self.nb_sources * nb_channels, 3, padding=2, dilation=2),
@@ -285,6 +316,8 @@ class UNetAttn(nn.Module):
         batch, channels, bins, frames = spec.shape
         if channels != self.nb_channels:
             raise ValueError(f"UNetAttn: expected {self.nb_channels} channels, got {channels}")
+        if self.legacy:
+            return self._forward_legacy(spec)
         used = min(bins, self.max_bins)
         padded_frames = (frames + self.multiple - 1) // self.multiple * self.multiple
         x = F.pad(spec[:, :, :used], [0, padded_frames - frames, 0, self.padded_bins - used])
@@ -310,4 +343,26 @@ class UNetAttn(nn.Module):
         masks = torch.sigmoid(self.head(x))[:, :, :used, :frames]
         if bins > used:  # above max_bins: repeat the last modelled bin (see the class docstring)
             masks = torch.cat([masks, masks[:, :, used - 1 :].expand(-1, -1, bins - used, -1)], 2)
+        return masks.reshape(batch, self.nb_sources, channels, bins, frames)
+
+    def _forward_legacy(self, spec: Tensor) -> Tensor:
+        """The original's computation (see the module docstring), same shapes as :meth:`forward`."""
+        batch, channels, bins, frames = spec.shape
+        x = spec[:, :, : self.max_bins].contiguous(memory_format=torch.channels_last)
+        skips: List[Tensor] = []
+        for block in self.encoder:
+            x = F.avg_pool2d(block(x), 2)  # floors odd sizes
+            skips.append(x)
+        skips.pop()
+        if len(self.attention) > 0:
+            a = x
+            for layer in self.attention:
+                a = layer(a)
+            x = torch.cat([x, a], 1)
+        for step in self.decoder:
+            skip = skips.pop()
+            y = step(x)  # 2n − 1 per axis: zero-padded at the end up to the skip's size
+            x = torch.cat([F.pad(y, [0, skip.shape[3] - y.shape[3], 0, skip.shape[2] - y.shape[2]]), skip], 1)
+        masks = torch.sigmoid(self.head(x))
+        masks = F.pad(masks, [0, frames - masks.shape[3], 0, bins - masks.shape[2]], value=0.25)
         return masks.reshape(batch, self.nb_sources, channels, bins, frames)
