@@ -29,6 +29,8 @@ COMMANDS = {
     "fit-blend": "danna_sep.commands.fit_blend",
     "make-dataset": "danna_sep.commands.make_dataset",
     "convert-xumx": "danna_sep.commands.convert_xumx",
+    "download": "danna_sep.commands.download",
+    "models": "danna_sep.commands.models",
 }
 
 
