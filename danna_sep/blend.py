@@ -23,13 +23,10 @@ import numpy as np
 
 from . import SOURCES
 from .errors import ConfigError
+from .release.registry import blend_roles, released_names
 
-# role → file names looked for in a checkpoint folder, in order of preference (the released Danna-Sep names)
-MODEL_FILES: dict[str, tuple[str, ...]] = {
-    "xumx": ("xumx_mwf.pth", "xumx.onnx"),
-    "unet": ("unet_attention.pth",),
-    "demucs": ("demucs_4_decoders.pth",),
-}
+# role → the released Danna-Sep file names of that model (from the registry, danna_sep/release/models.json)
+MODEL_FILES: dict[str, tuple[str, ...]] = {role: released_names(role) for role in blend_roles()}
 
 
 @dataclass

@@ -31,6 +31,7 @@ COMMANDS = {
     "convert-xumx": "danna_sep.commands.convert_xumx",
     "download": "danna_sep.commands.download",
     "models": "danna_sep.commands.models",
+    "import-released": "danna_sep.commands.import_released",
 }
 
 
