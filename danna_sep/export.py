@@ -55,6 +55,10 @@ DOMAIN_OF_ROLE = {"xumx": "spectral", "unet": "spectral", "demucs": "waveform"}
 _LEGACY_NAMES = {"xumx_mwf_v4.pth": "xumx", "unet_test.pth": "unet", "demucs.pth": "demucs"}
 
 ONNX_OPSET = 17
+# samples of silence the original tool (danna-sep 1.0.2) put before the track for Demucs: its released weights
+# have only ever seen the track at this position of their stride grid
+ORIGINAL_DEMUCS_LEAD = 22050
+ORIGINAL_DEMUCS_GRID = 2048  # 4**6 samples at 88.2 kHz
 WAVEFORM_ONNX_LENGTH = 10 * SAMPLE_RATE + 4096  # a 10 s Demucs segment and the separator's margin
 
 
@@ -68,6 +72,10 @@ class ModelInfo:
     ``itemwise_batches``: the model's batched CPU inference runs one item at a time but where batching is free
     (DemucsSplit's BiLSTM), so the separator may hand it several segments per call without multiplying its
     memory; false for files from elsewhere or older exports, which get one segment per call.
+    ``grid``: a waveform model's output depends on where the signal sits modulo this many samples (its total
+    stride); ``placement``: where the track's first sample should sit on that grid. The separator starts every
+    segment's input on a sample ``≡ −placement (mod grid)``, so every sample is seen at the same grid phase in every
+    segment (and, for the released Demucs, at the phase the original tool used).
     """
 
     domain: str  # "spectral" or "waveform"
@@ -80,6 +88,8 @@ class ModelInfo:
     frame_multiple: int = 1
     fixed_length: Optional[int] = None
     itemwise_batches: bool = False
+    grid: int = 1
+    placement: int = 0
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)  # e.g. trained epochs, source checkpoint name
 
@@ -89,7 +99,8 @@ class ModelInfo:
         if tuple(self.sources) != tuple(SOURCES):
             raise CheckpointError(f"model metadata: sources must be {list(SOURCES)}, got {list(self.sources)}")
         if (self.sample_rate <= 0 or self.channels < 1 or self.n_fft < 2 or self.hop_length < 1
-                or self.frame_multiple < 1 or (self.fixed_length is not None and self.fixed_length < 1)):
+                or self.frame_multiple < 1 or (self.fixed_length is not None and self.fixed_length < 1)
+                or self.grid < 1 or self.placement < 0):
             raise CheckpointError(f"model metadata: invalid values {self.to_dict()}")
 
     @property
@@ -127,6 +138,8 @@ class ModelInfo:
     @classmethod
     def for_role(cls, role: str) -> "ModelInfo":
         """Defaults for a released file without metadata (the original system's values)."""
+        if role == "demucs":
+            return cls(domain="waveform", grid=ORIGINAL_DEMUCS_GRID, placement=ORIGINAL_DEMUCS_LEAD)
         return cls(domain=DOMAIN_OF_ROLE[role], frame_multiple=64 if role == "unet" else 1)
 
     @classmethod
@@ -151,6 +164,9 @@ class ModelInfo:
             hop_length=hop,
             frame_multiple=int(getattr(model, "multiple", 1)) if domain == "spectral" else 1,
             itemwise_batches=bool(getattr(model, "itemwise_batches", False)),
+            grid=int(getattr(model, "grid", 1)) if domain == "waveform" else 1,
+            # imported released weights keep the original tool's placement
+            placement=ORIGINAL_DEMUCS_LEAD if domain == "waveform" and getattr(model, "legacy", False) else 0,
         )
 
 
@@ -425,7 +441,9 @@ class LoadedModel:
 
     def __call__(self, x: Tensor) -> Tensor:
         with torch.inference_mode():
-            return self._fn(x.to(self.device, torch.float32))
+            # contiguous: the released TorchScript models reshape their input with .view, which fails on a
+            # transposed layout such as an STFT's magnitude
+            return self._fn(x.to(self.device, torch.float32).contiguous())
 
     def __repr__(self) -> str:
         return f"LoadedModel({self.name!r}, kind={self.kind}, domain={self.info.domain}, device={self.device})"

@@ -59,6 +59,12 @@ WAVEFORM_MARGIN = 4096  # extra samples fed after a waveform segment (the origin
 # convolutions item by item (3 segments of 10 s: 4.7 → 3.6 s, +175 MiB; 4 rows would cost twice as much per step)
 WAVEFORM_BATCH = 3
 MAX_SHIFT_SECONDS = 0.5  # random shifts are drawn in [0, 0.5 s), as Demucs does
+# what danna-sep 1.0.2 did (``original=True``): 1024 zeros after the track, the U-Net on non-overlapping chunks of
+# 2584 frames (≈ 60 s), Demucs fed [22050 zeros | track] and clamped to ±0.99
+ORIGINAL_END_PAD = 1024
+ORIGINAL_UNET_CHUNK = 2584
+ORIGINAL_SHORT_CHUNK = 128  # a last chunk too short for the U-Net's poolings: zero-padded to this (its GPU path)
+ORIGINAL_CLAMP = 0.99
 _READ_BLOCK = 1 << 18  # frames per block when resampling a file to the temporary WAV
 
 
@@ -124,6 +130,34 @@ class _ShiftedReader(TrackReader):
 
     def read(self, start: int, frames: int) -> Tensor:
         return self.reader.read(start - self.offset, frames)
+
+
+def _download_missing(directory: Optional[PathLike], roles: Sequence[str], source: Optional[str],
+                      notify: Callable[[str], None]) -> None:
+    """Fetch (and import) the released file of every role that has no model in the folder."""
+    from .release.convert import import_released
+    from .release.download import ensure
+    from .release.registry import load_registry
+
+    folder, _ = checkpoint_dir(directory)
+    registry = load_registry()
+    missing = [role for role in roles
+               if not any((folder / n).is_file() for n in model_search_order(role))]
+    entries = [registry.for_role_default(role) for role in missing]
+    verified = ensure(entries, folder, allow_download=True, source=source, notify=notify)
+    import_released(folder, [v.name for v in verified], notify=notify)
+
+
+class _PaddedReader(TrackReader):
+    """``reader`` followed by ``pad`` zeros (the original's 1024-sample end pad)."""
+
+    def __init__(self, reader: TrackReader, pad: int):
+        self.reader = reader
+        self.length = reader.length + pad
+        self.channels, self.input_channels = reader.channels, reader.input_channels
+
+    def read(self, start: int, frames: int) -> Tensor:
+        return self.reader.read(start, frames)  # every reader reads zeros past the track's end
 
 
 def _resample_to_file(path: Path, rate: int, frames: int, dest: Path) -> int:
@@ -376,6 +410,11 @@ class Separator:
             the speed of reusing memory does not cost unbounded fragmentation on long songs (None: never; no
             effect unless ``keep_freed_memory`` was called, as the ``danna`` commands do).
         progress: called with a :class:`Progress` after every segment of every model.
+        original: compute what danna-sep 1.0.2 computed (with the released models, its stems to within float
+            rounding): every model on the whole track (the U-Net on non-overlapping 2584-frame chunks), one
+            Wiener iteration over the whole song, no shifts, 1024 zeros after the track, Demucs fed
+            ``[22050 zeros | track]`` and clamped to ±0.99. Overrides ``split``, ``niter``, ``wiener_window`` and
+            ``shifts``. Memory grows with the track's length, as it did in the original.
     """
 
     samplerate = SAMPLE_RATE
@@ -385,7 +424,7 @@ class Separator:
                  overlap: float = OVERLAP, split: bool = True, niter: int = NITER,
                  wiener_window: Optional[int] = WIENER_WINDOW, shifts: int = SHIFTS, seed: int = 0,
                  parallel: bool = False, memory_limit: Optional[float] = MEMORY_LIMIT_GIB,
-                 progress: Optional[Callable[[Progress], None]] = None):
+                 progress: Optional[Callable[[Progress], None]] = None, original: bool = False):
         missing = [m for m in bag.models if m not in models]
         if missing:
             raise ConfigError(f"the blend uses {missing} but no such model was given (have {sorted(models)})")
@@ -406,8 +445,11 @@ class Separator:
                 raise CheckpointError(f"{model.name}: runs at {model.info.sample_rate} Hz, danna-sep at {SAMPLE_RATE} Hz")
             if model.info.channels not in (1, 2):
                 raise CheckpointError(f"{model.name}: takes {model.info.channels} channels; 1 or 2 are supported")
+        if original:
+            split, niter, wiener_window, shifts = False, 1, None, 1
         self.models = dict(models)
         self.bag = bag
+        self.original = original
         self.segment, self.overlap, self.split = segment, overlap, split
         self.niter, self.wiener_window = niter, wiener_window
         self.shifts, self.seed = shifts, seed
@@ -421,21 +463,54 @@ class Separator:
 
     @classmethod
     def from_checkpoints(cls, directory: Optional[PathLike] = None, *, fast: bool = False,
-                         bag: Union[Bag, PathLike, None] = None, device: str = "auto", **options) -> "Separator":
+                         bag: Union[Bag, PathLike, None] = None, device: str = "auto", download: bool = False,
+                         source: Optional[str] = None, imported: bool = True,
+                         notify: Callable[[str], None] = print, **options) -> "Separator":
         """Load the models of ``bag`` (default: the original blend, or the fast one) from a checkpoint folder.
 
-        ``directory``: the folder holding ``xumx_mwf.pth`` (or ``xumx.onnx``), ``unet_attention.pth`` and
-        ``demucs_4_decoders.pth``; default ``$DANNA_CHECKPOINTS``, else ``~/danna-sep-checkpoints``.
-        ``device``: ``cpu``, ``cuda``, ``mps`` or ``auto``. Other keyword arguments go to :class:`Separator`.
+        ``directory``: the folder holding the models (:func:`model_search_order`: the imported released weights
+        ``xumx_imported.pt``, … or the released files ``xumx_mwf.pth`` / ``xumx.onnx``, ``unet_attention.pth``,
+        ``demucs_4_decoders.pth``, or your own exports under those names); default ``$DANNA_CHECKPOINTS``, else
+        ``~/danna-sep-checkpoints``. ``download``: fetch missing released files first (and import them into our
+        models), announcing each with ``notify``, unless ``$DANNA_OFFLINE`` is set; ``source``: a mirror URL or
+        folder for that (:func:`danna_sep.release.download.fetch`). ``imported``: False runs the released
+        TorchScript/ONNX files themselves even where their imports exist. ``device``: ``cpu``, ``cuda``, ``mps``
+        or ``auto``. Other keyword arguments go to :class:`Separator`.
         """
         if bag is None:
             bag = FAST_BAG if fast else ORIGINAL_BAG
         elif not isinstance(bag, Bag):
             bag = Bag.load(bag)
         dev = resolve_device(device)
-        files = find_model_files(directory, bag.models)
+        try:
+            files = find_model_files(directory, bag.models, imported=imported)
+        except CheckpointError:
+            if not download:
+                raise
+            _download_missing(directory, bag.models, source, notify)
+            files = find_model_files(directory, bag.models, imported=imported)
         models = {role: load_model(path, role=role, device=dev) for role, path in files.items()}
         return cls(models, bag, **options)
+
+    @classmethod
+    def from_pretrained(cls, directory: Optional[PathLike] = None, *, fast: bool = False, device: str = "auto",
+                        download: bool = True, **options) -> "Separator":
+        """The released Danna-Sep models (MDX 2021), downloaded into the checkpoint folder on first use (about
+        1 GB; ``download=False`` or ``$DANNA_OFFLINE=1`` forbid it) and run through danna-sep's own models.
+        Same arguments as :meth:`from_checkpoints`."""
+        return cls.from_checkpoints(directory, fast=fast, device=device, download=download, **options)
+
+    def describe_models(self) -> List[str]:
+        """One line per model of the blend: its role and the file (and format) it runs from."""
+        names = {"xumx": "X-UMX", "unet": "U-Net", "demucs": "Demucs"}
+        lines = []
+        for role in self.bag.models:
+            model = self.models[role]
+            where = model.path.name if model.path else model.name
+            kind = {"checkpoint": "danna-sep model", "torchscript": "TorchScript", "onnx": "ONNX"}.get(model.kind,
+                                                                                                     model.kind)
+            lines.append(f"{names.get(role, role)}: {where} ({kind}, {model.device.type})")
+        return lines
 
     # ------------------------------------------------------------------------------------------------ public API
 
@@ -532,6 +607,9 @@ class Separator:
         work = _Work(name, reader.length / SAMPLE_RATE, len(active) * len(offsets), progress)
         if progress is not None:
             progress(Progress(name, 0.0, work.duration, ""))
+        length = reader.length
+        if self.original:
+            reader = _PaddedReader(reader, ORIGINAL_END_PAD)
         streams = []
         try:
             for m, role in active:
@@ -539,7 +617,7 @@ class Separator:
                     it = self._model_stream(role, reader, offset, work, len(streams))
                     streams.append((_Background(it) if self.parallel else it, weights[m] / len(offsets)))
             limit = 0 if self.memory_limit is None else int(self.memory_limit * 2**30)
-            for piece in _blend(streams, reader.length, reader.channels):
+            for piece in _blend(streams, length, reader.channels):
                 yield piece
                 trim_above(limit)
         finally:
@@ -556,7 +634,9 @@ class Separator:
         source = _ShiftedReader(reader, offset) if offset else reader
         report = lambda fraction: work.update(index, fraction, role)  # noqa: E731
         if model.info.domain == "spectral":
-            it = self._spectral_stream(model, source, report)
+            it = self._spectral_stream(model, source, report, role)
+        elif self.original:
+            it = self._original_waveform_stream(model, source, report)
         else:
             it = self._waveform_stream(model, source, report)
         return _skip(it, offset) if offset else it
@@ -582,16 +662,20 @@ class Separator:
             check_contract(out, inp, model.info, model.name)
             self._checked.add(id(model))
 
-    def _spectral_stream(self, model: LoadedModel, reader: TrackReader,
-                         report: Callable[[float], None]) -> Iterator[Tensor]:
+    def _spectral_stream(self, model: LoadedModel, reader: TrackReader, report: Callable[[float], None],
+                         role: str = "") -> Iterator[Tensor]:
         from .wiener import wiener
 
         info, dev = model.info, model.device
         n_fft, hop = info.n_fft, info.hop_length
         total = 1 + reader.length // hop
-        seg, stride = self._segment_frames(model, total)
-        segments = plan_segments(total, seg, stride, info.frame_multiple)
-        ramp = max(seg - stride, 0)
+        if self.original and role == "unet":  # the original's chunks, side by side
+            segments = [(a, min(a + ORIGINAL_UNET_CHUNK, total)) for a in range(0, total, ORIGINAL_UNET_CHUNK)]
+            ramp = 0
+        else:
+            seg, stride = self._segment_frames(model, total)
+            segments = plan_segments(total, seg, stride, info.frame_multiple)
+            ramp = max(seg - stride, 0)
         window = torch.hann_window(n_fft, device=dev)
         reflect = reader.length > n_fft // 2  # the STFT's rule (spectral.STFT): zeros for very short inputs
         wdtype = torch.float32 if dev.type == "mps" else torch.float64  # MPS has no float64
@@ -606,7 +690,9 @@ class Separator:
             x = _model_input(x, info.channels).to(dev)
             spec = torch.stft(x, n_fft, hop, window=window, center=False, return_complex=True)  # (C, bins, b − a)
             mag = spec.abs()[None]
-            out = self._run(model, mag)
+            short = self.original and b - a < info.frame_multiple  # the original crashed here: pad, as its GPU path
+            out = self._run(model, F.pad(mag, [0, ORIGINAL_SHORT_CHUNK - (b - a)]) if short else mag)
+            out = out[..., : b - a]
             self._check(model, out, mag)
             masks.add(a, out[0].float(), crossfade(b - a, ramp).to(dev))
             mix.extend(a, spec)
@@ -628,14 +714,37 @@ class Separator:
             report((k + 1) / len(segments))
         yield istft.finish().cpu()
 
+    def _original_waveform_stream(self, model: LoadedModel, reader: TrackReader,
+                                  report: Callable[[float], None]) -> Iterator[Tensor]:
+        """danna-sep 1.0.2's Demucs pass: the whole track after 22050 zeros, read back from there, clamped.
+
+        Yields ``(sources, channels, length)``; samples past what the model returns stay zero, as in the original.
+        """
+        from .export import ORIGINAL_DEMUCS_LEAD as lead
+
+        def analyse() -> Tensor:  # a function, as in _spectral_stream: temporaries die
+            x = _model_input(reader.read(-lead, reader.length + lead), model.info.channels)[None]
+            out = self._run(model, x)
+            self._check(model, out, x)
+            y = out.new_zeros(out.shape[1], out.shape[2], reader.length)
+            k = max(min(reader.length, out.shape[-1] - lead), 0)
+            y[..., :k] = out[0, ..., lead: lead + k]
+            return y.clamp(-ORIGINAL_CLAMP, ORIGINAL_CLAMP).float().cpu()
+
+        y = analyse()
+        report(1.0)
+        yield y
+
     def _waveform_stream(self, model: LoadedModel, reader: TrackReader,
                          report: Callable[[float], None]) -> Iterator[Tensor]:
         info, length = model.info, reader.length
+        # every segment's input starts on a sample ≡ −placement (mod grid), up to grid − 1 samples before the segment
+        grid, placement = info.grid, info.placement
         if info.fixed_length is not None:  # e.g. an ONNX Demucs: every call gets exactly this many samples
-            seg = info.fixed_length - WAVEFORM_MARGIN
+            seg = info.fixed_length - WAVEFORM_MARGIN - (grid - 1)
             if seg < 1:
                 raise CheckpointError(f"{model.name}: its fixed input length {info.fixed_length} leaves no room "
-                                      f"for the {WAVEFORM_MARGIN}-sample margin")
+                                      f"for the {WAVEFORM_MARGIN}-sample margin and its {grid}-sample grid")
             stride = max(1, int(seg * (1 - self.overlap)))
         elif self.split:
             seg = round((WAVEFORM_SEGMENT_SECONDS if self.segment is None else self.segment) * SAMPLE_RATE)
@@ -651,16 +760,17 @@ class Separator:
 
         def analyse(group: List[Tuple[int, int]]) -> None:  # a function, as in _spectral_stream: temporaries die
             size = group[0][1] - group[0][0]  # every segment of a group has this length
-            n = info.fixed_length or size + WAVEFORM_MARGIN
-            x = torch.stack([_model_input(reader.read(a, n), info.channels) for a, _ in group])
+            n = info.fixed_length or size + WAVEFORM_MARGIN + grid - 1
+            leads = [(a + placement) % grid for a, _ in group]
+            x = torch.stack([_model_input(reader.read(a - lead, n), info.channels) for (a, _), lead in zip(group, leads)])
             out = self._run(model, x)
             self._check(model, out, x)
-            if out.shape[-1] < size:
+            if out.shape[-1] < max(leads) + size:
                 raise CheckpointError(f"{model.name}: returns {out.shape[-1]} samples for {n}, fewer than the "
-                                      f"{size} needed (more than {WAVEFORM_MARGIN} samples short)")
+                                      f"{max(leads) + size} needed (more than {WAVEFORM_MARGIN} samples short)")
             fade = crossfade(size, ramp)
-            for j, (a, _) in enumerate(group):
-                timeline.add(a, out[j, ..., :size].float().cpu(), fade)
+            for j, ((a, _), lead) in enumerate(zip(group, leads)):
+                timeline.add(a, out[j, ..., lead: lead + size].float().cpu(), fade)
 
         done = 0
         for group in _equal_length_groups(segments, per_call):
@@ -865,15 +975,34 @@ def checkpoint_dir(directory: Optional[PathLike] = None) -> Tuple[Path, str]:
     return Path(DEFAULT_CHECKPOINTS).expanduser(), "the default folder"
 
 
-def find_model_files(directory: Optional[PathLike], roles: Sequence[str]) -> Dict[str, Path]:
-    """role → model file in the checkpoint folder (:func:`checkpoint_dir`), first of :data:`MODEL_FILES` present.
+def model_search_order(role: str, *, imported: bool = True) -> Tuple[str, ...]:
+    """File names looked for in a checkpoint folder for ``role``, the first present wins.
 
-    Raises :class:`CheckpointError` naming every missing file, the folder searched and how to produce the files.
+    First the imports of the released weights into our own models (``imported``; ``danna import-released``),
+    then the released files themselves: for X-UMX ``xumx.onnx`` before ``xumx_mwf.pth`` where onnxruntime is
+    installed, as danna-sep 1.0.2 ran it.
+    """
+    import importlib.util
+
+    from .release.registry import load_registry
+
+    registry = load_registry()
+    released = list(MODEL_FILES[role])
+    if importlib.util.find_spec("onnxruntime") is not None:
+        released.sort(key=lambda name: not name.endswith(".onnx"))  # stable: otherwise registry order
+    return tuple((registry.imported_names(role) if imported else []) + released)
+
+
+def find_model_files(directory: Optional[PathLike], roles: Sequence[str], *, imported: bool = True) -> Dict[str, Path]:
+    """role → model file in the checkpoint folder (:func:`checkpoint_dir`), the first of
+    :func:`model_search_order` present.
+
+    Raises :class:`CheckpointError` naming every missing file, the folder searched and how to get the files.
     """
     folder, origin = checkpoint_dir(directory)
     found, missing = {}, []
     for role in roles:
-        path = next((folder / n for n in MODEL_FILES[role] if (folder / n).is_file()), None)
+        path = next((folder / n for n in model_search_order(role, imported=imported) if (folder / n).is_file()), None)
         if path is None:
             missing.append(role)
         else:
@@ -885,8 +1014,9 @@ def find_model_files(directory: Optional[PathLike], roles: Sequence[str]) -> Dic
                  "the default folder": "the default; set $DANNA_CHECKPOINTS or pass --checkpoints DIR for another"}[origin]
         state = "" if folder.is_dir() else ", which does not exist"
         first = MODEL_FILES[missing[0]][0]
+        get = " ".join(dict.fromkeys(missing))
         raise CheckpointError(
-            f"missing model file(s) in {folder} ({where}{state}): {names}. Export them from training checkpoints "
-            f"with `danna export CHECKPOINT {folder / first}` (or `python jit_convert.py CONFIG CHECKPOINT OUT`), "
-            "or copy the released Danna-Sep files there; --fast or --bag FILE leave models out")
+            f"missing model file(s) in {folder} ({where}{state}): {names}. Get the released Danna-Sep models with "
+            f"`danna download {get} --dir {folder}` (`danna models` lists them), or export your own from training "
+            f"checkpoints with `danna export CHECKPOINT {folder / first}`; --fast or --bag FILE leave models out")
     return found

@@ -588,7 +588,7 @@ def test_danna_sep_entry_point_reports_missing_checkpoints(tmp_path):
             f"sys.exit(separate_main(['--checkpoints', {str(tmp_path / 'none')!r}, {str(song)!r}]))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 2
-    assert "xumx_mwf.pth" in proc.stderr and "danna export" in proc.stderr and "Traceback" not in proc.stderr
+    assert "xumx_mwf.pth" in proc.stderr and "danna download" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_real_tiny_models_end_to_end(tmp_path):

@@ -48,13 +48,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     models = parser.add_argument_group("models")
     models.add_argument("--checkpoints", type=Path, metavar="DIR",
-                        help="folder with xumx_mwf.pth (or xumx.onnx), unet_attention.pth, demucs_4_decoders.pth "
-                             f"(default: $DANNA_CHECKPOINTS, else {defaults.DEFAULT_CHECKPOINTS})")
+                        help="folder of the models: the released Danna-Sep files (downloaded there on first use) "
+                             "and their imports into danna-sep's models, or your own exports "
+                             f"(default: $DANNA_CHECKPOINTS, else {defaults.DEFAULT_CHECKPOINTS}; see `danna models`)")
+    models.add_argument("--no-download", action="store_true",
+                        help="never download missing models (also: DANNA_OFFLINE=1); say what to fetch instead")
+    models.add_argument("--released-files", action="store_true",
+                        help="run the released TorchScript/ONNX files themselves, not their imports into "
+                             "danna-sep's models")
     models.add_argument("--fast", action="store_true", help="leave X-UMX out (U-Net + Demucs, the original fast blend)")
     models.add_argument("--bag", type=Path, metavar="FILE",
                         help="JSON blend: {\"models\": [...], \"weights\": models × sources}; overrides --fast")
 
     quality = parser.add_argument_group("quality and speed")
+    quality.add_argument("--original", action="store_true",
+                         help="compute exactly what danna-sep 1.0.2 did (whole track in one pass, whole-song Wiener "
+                              "filter, 1 iteration, no shifts, the original blend): for comparisons; memory grows "
+                              "with the song's length")
     segment_s = defaults.SPECTRAL_SEGMENT_FRAMES * HOP_LENGTH / SAMPLE_RATE
     wiener_s = defaults.WIENER_WINDOW * HOP_LENGTH / SAMPLE_RATE
     quality.add_argument("--niter", type=int, default=defaults.NITER, metavar="N",
@@ -100,6 +110,20 @@ def _check_template(template: str) -> None:
                           "{stem}, {ext}")
     if "stem" not in fields:
         raise ConfigError("--filename must contain {stem}, or every stem would go to the same file")
+
+
+def _check_original(args: argparse.Namespace) -> None:
+    """``--original`` fixes the computation: options that would change it are refused rather than ignored."""
+    if not args.original:
+        return
+    changed = [flag for flag, value, default in (
+        ("--shifts", args.shifts, defaults.SHIFTS), ("--niter", args.niter, defaults.NITER),
+        ("--segment", args.segment, None), ("--overlap", args.overlap, defaults.OVERLAP),
+        ("--wiener-window", args.wiener_window, defaults.WIENER_WINDOW), ("--bag", args.bag, None),
+        ("--parallel", args.parallel, False)) if value != default]
+    if changed:
+        raise ConfigError(f"--original computes exactly what danna-sep 1.0.2 did (whole track, whole-song Wiener "
+                          f"filter, 1 iteration, 1 shift, the original blend): drop {', '.join(changed)}")
 
 
 def _subtype(args: argparse.Namespace) -> Tuple[str, str]:
@@ -213,13 +237,17 @@ def run(args: argparse.Namespace) -> int:
     if not inputs:
         raise ConfigError(f"no audio files found in {', '.join(map(str, args.inputs))}")
 
+    _check_original(args)
     device = resolve_device(args.device)
     parallel = args.parallel and device.type == "cpu"
     separator = Separator.from_checkpoints(
-        args.checkpoints, fast=args.fast, bag=args.bag, device=str(device), segment=args.segment,
+        args.checkpoints, fast=args.fast, bag=args.bag, device=str(device), download=not args.no_download,
+        imported=not args.released_files, notify=lambda line: print(line, file=sys.stderr), segment=args.segment,
         overlap=args.overlap, split=not args.no_split, niter=args.niter,
         wiener_window=args.wiener_window or None, shifts=args.shifts, parallel=parallel,
-        memory_limit=args.memory_limit or None)
+        memory_limit=args.memory_limit or None, original=args.original)
+    if not args.quiet:
+        print("models: " + "; ".join(separator.describe_models()), file=sys.stderr)
     if device.type == "cpu":
         # every model (with --parallel) and every file (with --jobs) runs in its own thread: share the cores out
         # instead of stacking OpenMP teams on them
