@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -149,13 +150,17 @@ def make_song(path: Path, seconds: float, seed: int = 0) -> None:
             f.write(np.stack([x, 0.8 * x + 0.1 * np.roll(x, 7)], 1) + noise)
 
 
-def measure(mode: str, wav: Path, threads: int, default_malloc: bool = False) -> dict:
+def measure(mode: str, wav: Path, threads: int, default_malloc: bool = False, script: str = __file__,
+            out_dir: Optional[Path] = None, extra: Sequence[str] = ()) -> dict:
+    """Run ``script --child MODE WAV OUT [extra…]`` in its own process; its JSON result plus the peak RSS sampled
+    here. ``out_dir``: where the child writes its stems (default: a temporary folder, removed afterwards)."""
     import psutil
 
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    with tempfile.TemporaryDirectory() as out:
-        proc = subprocess.Popen([sys.executable, __file__, "--child", mode, str(wav), out, "--threads", str(threads)]
-                                + (["--default-malloc"] if default_malloc else []),
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(out_dir or tmp)
+        proc = subprocess.Popen([sys.executable, script, "--child", mode, str(wav), out, "--threads", str(threads)]
+                                + (["--default-malloc"] if default_malloc else []) + list(extra),
                                 stdout=subprocess.PIPE, text=True, env=env)
         ps, samples = psutil.Process(proc.pid), []
         while proc.poll() is None:

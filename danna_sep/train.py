@@ -218,6 +218,21 @@ class WeightsReport:
     missing: list[str]
     unexpected: list[str]
     mismatched: list[str]  # "key: file (shape) vs model (shape)"
+    arch: Optional[dict] = None  # the architecture the file says it holds (our checkpoints and imports carry one)
+
+    def arch_differences(self, arch: Mapping[str, Any]) -> list[str]:
+        """The architecture arguments whose value in ``arch`` differs from the file's own (shapes may still match:
+        e.g. ``legacy``, which the imported released weights need to compute what they were trained for)."""
+        from .models import canonical_name, model_class
+
+        if not self.arch or canonical_name(self.arch.get("type")) != canonical_name(arch.get("type")):
+            return []
+        defaults = {name: p.default for name, p in inspect.signature(model_class(arch["type"])).parameters.items()
+                    if p.default is not inspect.Parameter.empty}
+        theirs = {**defaults, **(self.arch.get("args") or {})}
+        ours = {**defaults, **(arch.get("args") or {})}
+        return [f"{k}={theirs[k]!r} (this config: {ours[k]!r})" for k in sorted(theirs)
+                if k in ours and ours[k] != theirs[k] and not isinstance(theirs[k], (dict, list))]
 
     @property
     def complete(self) -> bool:
@@ -236,10 +251,18 @@ class WeightsReport:
 def read_state_dict(path: PathLike) -> dict[str, Tensor]:
     """The model state_dict in a weights file: this project's checkpoints, the converted X-UMX weights
     (``{"model": state_dict, "config": …}``) or a bare state_dict. No pickled code is run."""
+    return _read_weights(path)[0]
+
+
+def _read_weights(path: PathLike) -> tuple[dict[str, Tensor], Optional[dict]]:
+    """:func:`read_state_dict` and the ``config["arch"]`` the file carries (None where it has none)."""
     from .export import load_torch_file
 
     path = Path(path).expanduser()
     obj = load_torch_file(path, "weights file")
+    arch = None
+    if isinstance(obj, Mapping) and isinstance(obj.get("config"), Mapping):
+        arch = obj["config"].get("arch") if isinstance(obj["config"].get("arch"), Mapping) else None
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]
     elif isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
@@ -247,7 +270,7 @@ def read_state_dict(path: PathLike) -> dict[str, Tensor]:
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: not a state_dict nor a checkpoint with a 'model' entry")
     # DataParallel / DDP / torch.compile prefixes
-    return {re.sub(r"^(module\.|_orig_mod\.)+", "", k): v for k, v in obj.items()}
+    return {re.sub(r"^(module\.|_orig_mod\.)+", "", k): v for k, v in obj.items()}, arch
 
 
 def load_weights(model: nn.Module, path: PathLike, partial: bool = False) -> WeightsReport:
@@ -256,7 +279,7 @@ def load_weights(model: nn.Module, path: PathLike, partial: bool = False) -> Wei
     Strict: any missing, unexpected or mis-shaped key raises :class:`CheckpointError` listing them and nothing
     is loaded. Partial: the matching tensors are loaded and the report says what was skipped.
     """
-    state = read_state_dict(path)
+    state, arch = _read_weights(path)
     own = model.state_dict()
     mismatched = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
                   for k, v in state.items() if k in own and own[k].shape != v.shape]
@@ -265,6 +288,7 @@ def load_weights(model: nn.Module, path: PathLike, partial: bool = False) -> Wei
         missing=[k for k in own if k not in state],
         unexpected=[k for k in state if k not in own],
         mismatched=mismatched,
+        arch=arch,
     )
     if not report.complete and not partial:
         raise CheckpointError(
@@ -475,6 +499,10 @@ class Trainer:
     def load_weights(self, path: PathLike, partial: bool = False) -> WeightsReport:
         report = load_weights(self.module, path, partial)
         self.say(f"weights {path}: {report.describe()}")
+        differences = report.arch_differences(self.cfg["arch"])
+        if differences:
+            self.say(f"warning: {path} was made with {', '.join(differences)}; set them with --set arch.args.NAME=VALUE "
+                     f"to keep the computation the weights were trained for")
         return report
 
     def prepare(self, checkpoint: Optional[PathLike] = None) -> None:

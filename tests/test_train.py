@@ -292,6 +292,24 @@ def test_weights_from_a_training_checkpoint_start_a_new_run(tmp_path):
         run(cfg, tmp_path / "c", checkpoint=bare)
 
 
+def test_weights_made_with_other_architecture_options_are_named(tmp_path, capsys):
+    """Imported released weights carry ``legacy: true``: fine-tuning them with a config that lacks it is allowed
+    (the shapes match) but said, with the option to set."""
+    from danna_sep.models import build_model
+
+    cfg = tiny("demucs_split", *DEMUCS)
+    legacy = {**cfg["arch"], "args": {**cfg["arch"]["args"], "legacy": True}}
+    weights = tmp_path / "demucs_imported.pt"
+    torch.save({"model": build_model(legacy).state_dict(), "config": {"arch": legacy}}, weights)
+    report = load_weights(build_model(cfg["arch"]), weights)
+    assert report.complete and report.arch == legacy
+    assert report.arch_differences(cfg["arch"]) == ["legacy=True (this config: False)"]
+    assert report.arch_differences(legacy) == []
+    train(cfg, train_set=ToyStems(2), valid_set=ToyStems(2, random=False), progress=False, workdir=tmp_path,
+          tensorboard=False, weights=weights, max_steps=0)
+    assert "legacy=True (this config: False)" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # command line and datasets
 

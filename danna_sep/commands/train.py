@@ -20,7 +20,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = __doc__.split("Examples::", 1)[1]
     parser.add_argument("config", help="config file (.json), or a shipped one by name, e.g. tiny/x_umx_mwf")
-    parser.add_argument("--weights", metavar="W", help="initial model weights (a checkpoint or converted X-UMX weights)")
+    parser.add_argument("--weights", "--init", metavar="W",
+                        help="initial model weights (a checkpoint, converted X-UMX weights or an imported released model)")
     parser.add_argument("--partial-weights", action="store_true",
                         help="with --weights: load the tensors that match and report what was skipped")
     parser.add_argument("--checkpoint", metavar="C", help="resume from a training checkpoint (exactly, also mid-epoch)")
