@@ -133,8 +133,9 @@ class _ShiftedReader(TrackReader):
 
 
 def _download_missing(directory: Optional[PathLike], roles: Sequence[str], source: Optional[str],
-                      notify: Callable[[str], None]) -> None:
-    """Fetch (and import) the released file of every role that has no model in the folder."""
+                      notify: Callable[[str], None], quiet: bool = False) -> None:
+    """Fetch (and import) the released file of every role that has no model in the folder. ``quiet``: no
+    progress bars and no import reports (the one-line notice of each download stays)."""
     from .release.convert import import_released
     from .release.download import ensure
     from .release.registry import load_registry
@@ -144,8 +145,8 @@ def _download_missing(directory: Optional[PathLike], roles: Sequence[str], sourc
     missing = [role for role in roles
                if not any((folder / n).is_file() for n in model_search_order(role))]
     entries = [registry.for_role_default(role) for role in missing]
-    verified = ensure(entries, folder, allow_download=True, source=source, notify=notify)
-    import_released(folder, [v.name for v in verified], notify=notify)
+    verified = ensure(entries, folder, allow_download=True, source=source, notify=notify, quiet=quiet)
+    import_released(folder, [v.name for v in verified], notify=notify, quiet=quiet)
 
 
 class _PaddedReader(TrackReader):
@@ -465,15 +466,15 @@ class Separator:
     def from_checkpoints(cls, directory: Optional[PathLike] = None, *, fast: bool = False,
                          bag: Union[Bag, PathLike, None] = None, device: str = "auto", download: bool = False,
                          source: Optional[str] = None, imported: bool = True,
-                         notify: Callable[[str], None] = print, **options) -> "Separator":
+                         notify: Callable[[str], None] = print, quiet: bool = False, **options) -> "Separator":
         """Load the models of ``bag`` (default: the original blend, or the fast one) from a checkpoint folder.
 
         ``directory``: the folder holding the models (:func:`model_search_order`: the imported released weights
         ``xumx_imported.pt``, … or the released files ``xumx_mwf.pth`` / ``xumx.onnx``, ``unet_attention.pth``,
         ``demucs_4_decoders.pth``, or your own exports under those names); default ``$DANNA_CHECKPOINTS``, else
         ``~/danna-sep-checkpoints``. ``download``: fetch missing released files first (and import them into our
-        models), announcing each with ``notify``, unless ``$DANNA_OFFLINE`` is set; ``source``: a mirror URL or
-        folder for that (:func:`danna_sep.release.download.fetch`). ``imported``: False runs the released
+        models), announcing each with ``notify`` (``quiet``: without progress bars), unless ``$DANNA_OFFLINE``
+        is set; ``source``: a mirror URL or folder for that (:func:`danna_sep.release.download.fetch`). ``imported``: False runs the released
         TorchScript/ONNX files themselves even where their imports exist. ``device``: ``cpu``, ``cuda``, ``mps``
         or ``auto``. Other keyword arguments go to :class:`Separator`.
         """
@@ -487,7 +488,7 @@ class Separator:
         except CheckpointError:
             if not download:
                 raise
-            _download_missing(directory, bag.models, source, notify)
+            _download_missing(directory, bag.models, source, notify, quiet)
             files = find_model_files(directory, bag.models, imported=imported)
         models = {role: load_model(path, role=role, device=dev) for role, path in files.items()}
         return cls(models, bag, **options)
@@ -690,8 +691,12 @@ class Separator:
             x = _model_input(x, info.channels).to(dev)
             spec = torch.stft(x, n_fft, hop, window=window, center=False, return_complex=True)  # (C, bins, b − a)
             mag = spec.abs()[None]
-            short = self.original and b - a < info.frame_multiple  # the original crashed here: pad, as its GPU path
-            out = self._run(model, F.pad(mag, [0, ORIGINAL_SHORT_CHUNK - (b - a)]) if short else mag)
+            # fewer frames than the model's poolings need (a legacy U-Net fails on them; only a track that short, or
+            # the original's last chunk, gets one): zero-padded, the original to 128 frames as its GPU path did
+            # (its CPU path crashed there)
+            pad = max(ORIGINAL_SHORT_CHUNK, info.frame_multiple) if self.original else info.frame_multiple
+            short = b - a < info.frame_multiple
+            out = self._run(model, F.pad(mag, [0, pad - (b - a)]) if short else mag)
             out = out[..., : b - a]
             self._check(model, out, mag)
             masks.add(a, out[0].float(), crossfade(b - a, ramp).to(dev))

@@ -116,11 +116,12 @@ def _check_original(args: argparse.Namespace) -> None:
     """``--original`` fixes the computation: options that would change it are refused rather than ignored."""
     if not args.original:
         return
-    changed = [flag for flag, value, default in (
-        ("--shifts", args.shifts, defaults.SHIFTS), ("--niter", args.niter, defaults.NITER),
-        ("--segment", args.segment, None), ("--overlap", args.overlap, defaults.OVERLAP),
-        ("--wiener-window", args.wiener_window, defaults.WIENER_WINDOW), ("--bag", args.bag, None),
-        ("--parallel", args.parallel, False)) if value != default]
+    # flag, value given, default, the original's own value (which may be given explicitly)
+    changed = [flag for flag, value, default, original in (
+        ("--shifts", args.shifts, defaults.SHIFTS, 1), ("--niter", args.niter, defaults.NITER, 1),
+        ("--segment", args.segment, None, None), ("--overlap", args.overlap, defaults.OVERLAP, None),
+        ("--wiener-window", args.wiener_window, defaults.WIENER_WINDOW, 0), ("--bag", args.bag, None, None),
+        ("--parallel", args.parallel, False, None)) if value not in (default, original)]
     if changed:
         raise ConfigError(f"--original computes exactly what danna-sep 1.0.2 did (whole track, whole-song Wiener "
                           f"filter, 1 iteration, 1 shift, the original blend): drop {', '.join(changed)}")
@@ -242,7 +243,8 @@ def run(args: argparse.Namespace) -> int:
     parallel = args.parallel and device.type == "cpu"
     separator = Separator.from_checkpoints(
         args.checkpoints, fast=args.fast, bag=args.bag, device=str(device), download=not args.no_download,
-        imported=not args.released_files, notify=lambda line: print(line, file=sys.stderr), segment=args.segment,
+        imported=not args.released_files, notify=lambda line: print(line, file=sys.stderr), quiet=args.quiet,
+        segment=args.segment,
         overlap=args.overlap, split=not args.no_split, niter=args.niter,
         wiener_window=args.wiener_window or None, shifts=args.shifts, parallel=parallel,
         memory_limit=args.memory_limit or None, original=args.original)

@@ -69,8 +69,14 @@ def read_archive(path: Path) -> torch.jit.ScriptModule:
         with _quiet_jit():
             module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # torch raises many kinds for a file that is not an archive
-        raise CheckpointError(f"{path}: not a readable TorchScript archive ({str(exc).strip().splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: not a readable TorchScript archive ({_first_line(exc)})") from None
     return module.eval()
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, else its type's name (some torch errors have an empty message)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _attribute(module: Optional[nn.Module], path: str, default: int) -> int:
@@ -259,9 +265,11 @@ def build_imported(role: str, archive: nn.Module, name: str = "model") -> Tuple[
     shaped = [f"{k} {tuple(v.shape)} (ours {tuple(own[k].shape)})" for k, v in state.items()
               if k in own and tuple(v.shape) != tuple(own[k].shape)]
     missing = [k for k in own if k not in state]
-    if shaped or missing:
-        raise CheckpointError(f"{name}: the weights do not fit {arch['type']} {arch['args']}: "
-                              + "; ".join(filter(None, [", ".join(shaped[:4]), ", ".join(missing[:4])])))
+    unexpected = [k for k in state if k not in own]
+    if shaped or missing or unexpected:
+        parts = [f"{label} {', '.join(v[:4])}{' …' if len(v) > 4 else ''}"
+                 for label, v in (("mis-shaped", shaped), ("missing", missing), ("unexpected", unexpected)) if v]
+        raise CheckpointError(f"{name}: the weights do not fit {arch['type']} {arch['args']}: " + "; ".join(parts))
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
     return arch, model.eval()
 
@@ -308,11 +316,10 @@ def import_file(source: Path, role: str, output: Path, *, force: bool = False,
     """
     from ..export import _write_atomic
 
-    if output.is_file() and not force and output.stat().st_mtime >= source.stat().st_mtime:
-        ckpt = torch.load(output, map_location="cpu", weights_only=True, mmap=True)  # mapped: only the header is read
-        info = ckpt.get("imported_from") or {}
-        return ImportReport(role, source, output, ckpt["config"]["arch"], int(info.get("params", 0)),
-                            float(info.get("max_relative_error", 0.0)), written=False)
+    if not force:
+        kept = _up_to_date(source, role, output)
+        if kept is not None:
+            return kept
     archive = read_archive(source)
     arch, model = build_imported(role, archive, str(source))
     x = probe_signal(role)
@@ -345,6 +352,22 @@ def import_file(source: Path, role: str, output: Path, *, force: bool = False,
     return ImportReport(role, source, output, arch, params, worst, written=True)
 
 
+def _up_to_date(source: Path, role: str, output: Path) -> Optional[ImportReport]:
+    """The report of an existing import of ``source`` at ``output`` that is newer than it and was made from a file
+    of its size; None where there is none, or ``output`` is unreadable or not an import (then it is redone)."""
+    try:
+        if not output.is_file() or output.stat().st_mtime < source.stat().st_mtime:
+            return None
+        ckpt = torch.load(output, map_location="cpu", weights_only=True, mmap=True)  # mapped: only the header is read
+        info, arch = ckpt["imported_from"], ckpt["config"]["arch"]
+        if info["file"] != source.name or info["size"] != source.stat().st_size or not isinstance(arch, dict):
+            return None
+        return ImportReport(role, source, output, arch, int(info["params"]), float(info["max_relative_error"]),
+                            written=False)
+    except Exception:  # a half-copied, foreign or older file: import again
+        return None
+
+
 def _is_danna_export(path: Path) -> bool:
     """A TorchScript file written by ``danna export`` (it carries our metadata): not the original release."""
     import zipfile
@@ -364,11 +387,12 @@ def import_released(folder: os.PathLike, names: Optional[Sequence[str]] = None, 
     """Import every importable released file present in ``folder`` (or only ``names``) into our models.
 
     Files that are danna-sep exports already (they carry metadata) are left alone. Returns one report per import.
+    A file that cannot be imported raises :class:`CheckpointError` after the others were imported.
     """
     folder = Path(folder).expanduser()
     registry = registry or load_registry()
     wanted = None if names is None else set(names)
-    reports = []
+    reports, failures = [], []
     for entry in registry.files:
         if not entry.imported or entry.role not in CONVERTERS or (wanted is not None and entry.name not in wanted):
             continue
@@ -379,10 +403,17 @@ def import_released(folder: os.PathLike, names: Optional[Sequence[str]] = None, 
                      if e.format == "onnx" and (folder / e.name).is_file()), None)
         if onnx is not None and not _onnxruntime_available():
             onnx = None
-        report = import_file(source, entry.role, folder / entry.imported, force=force, onnx=onnx)
+        try:
+            report = import_file(source, entry.role, folder / entry.imported, force=force, onnx=onnx)
+        except CheckpointError as exc:  # the other files are still imported
+            failures.append(str(exc))
+            continue
         if not quiet:
             notify(report.describe())
         reports.append(report)
+    if failures:
+        done = f" ({len(reports)} other(s) imported)" if reports else ""
+        raise CheckpointError("; ".join(failures) + done)
     return reports
 
 
