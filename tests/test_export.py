@@ -258,6 +258,23 @@ def test_waveform_onnx_has_a_fixed_length(tmp_path):
         loaded(torch.zeros(1, 2, 5000))
 
 
+@pytest.mark.parametrize("legacy", [False, True])
+def test_demucs_onnx_equals_eager(tmp_path, legacy):
+    """The real DemucsSplit (resampling, valid-length padding, BiLSTM) through ONNX, at its fixed length and in a
+    batch: traced shape arithmetic must not truncate where Python floors (it did, in ceil divisions)."""
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    arch = {"type": "DemucsSplit", "args": {"channels": 4, "depth": 3, "lstm_layers": 1, "legacy": legacy}}
+    model = build_model(arch).eval()
+    info = export_onnx(model, tmp_path / "demucs.onnx", ModelInfo.from_model(model, {"arch": arch}),
+                       fixed_length=44100 + 3)
+    loaded = load_model(tmp_path / "demucs.onnx")
+    assert loaded.kind == "onnx" and loaded.info.fixed_length == info.fixed_length == 44103
+    x = example_input(info, 44103, seed=3).repeat(2, 1, 1)
+    x[1] *= -0.5
+    assert max_relative_error(loaded(x), _eager(model, x)) <= 1e-5
+
+
 class Unexportable(nn.Module):
     """Exports without error but computes something else in onnxruntime (a data-dependent Python branch)."""
 

@@ -414,8 +414,7 @@ def test_full_size_archives_map_onto_our_models(role, length):
 
 
 @pytest.mark.skipif(not HAS_ORT, reason="onnxruntime is not installed")
-@pytest.mark.parametrize("role", ["xumx", "unet", pytest.param("demucs", marks=pytest.mark.xfail(
-    raises=CheckpointError, strict=True, reason="DemucsSplit's ONNX export does not run / reproduce in onnxruntime"))])
+@pytest.mark.parametrize("role", ["xumx", "unet", "demucs"])
 def test_onnx_export_of_an_import_equals_the_checkpoint(imported, tmp_path, role):
     checkpoint = load_model(imported[0] / IMPORTED[role], role=role)
     info = export_onnx(checkpoint.module, tmp_path / f"{role}.onnx", checkpoint.info)

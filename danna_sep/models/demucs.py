@@ -254,7 +254,9 @@ class BlockResample(nn.Module):
         rows = x.reshape(-1, 1, length)
         out_length = self.new_sr * length // self.old_sr
         hop = self.old_sr * self.block
-        blocks = max(1, -(-out_length // (self.new_sr * self.block)))
+        per_block = self.new_sr * self.block
+        # ceil division with positive operands: traced for ONNX, `//` becomes Div, which truncates toward zero
+        blocks = max(1, (out_length + per_block - 1) // per_block)
         rows = F.pad(rows, (self.width, self.width + self.old_sr), mode="replicate")
         # zeros past julius' padding only reach output frames that are cropped
         rows = F.pad(rows, (0, hop * (blocks + self.taps - 1) - rows.shape[-1]))
@@ -437,12 +439,13 @@ class DemucsSplit(nn.Module):
         """Smallest input length ``≥ length`` that every strided convolution divides exactly (at least one frame deep)."""
         factor = 2 if self.resample else 1
         frames = length * factor
+        # ceil divisions written with non-negative operands: traced for ONNX, `//` truncates toward zero
         for _ in range(self.depth):
             # ceil((frames − kernel) / stride) + 1, at least 1
-            frames = max(1, -((self.kernel_size - frames) // self.stride) + 1)
+            frames = max(1, (frames - self.kernel_size + self.stride - 1) // self.stride + 1)
         for _ in range(self.depth):
             frames = (frames - 1) * self.stride + self.kernel_size
-        return -(-frames // factor)
+        return (frames + factor - 1) // factor
 
     def forward(self, mix: Tensor) -> Tensor:
         if mix.dim() != 3 or mix.shape[1] != self.audio_channels:
