@@ -4,7 +4,9 @@ Pipeline (one module or folder per step)::
 
     audio → spectral → models → wiener / losses → train / separate / evaluate
 """
+import os
 from importlib.metadata import PackageNotFoundError, version
+from typing import Union
 
 try:
     __version__ = version("danna-sep")
@@ -16,6 +18,9 @@ SOURCES = ("drums", "bass", "other", "vocals")
 
 SAMPLE_RATE = 44100
 """Sample rate inside the models."""
+
+PathLike = Union[str, "os.PathLike[str]"]
+"""A file or folder name: ``str`` or ``pathlib.Path``."""
 
 N_FFT = 4096
 HOP_LENGTH = 1024

@@ -39,9 +39,9 @@ import soundfile as sf
 import soxr
 import torch
 
+from . import PathLike
 from .errors import AudioError
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 SOUNDFILE_EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
 """Read (and, except .wave, written) through libsndfile."""

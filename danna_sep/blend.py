@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence, Union
@@ -23,10 +22,7 @@ import numpy as np
 
 from . import SOURCES
 from .errors import ConfigError
-from .release.registry import blend_roles, released_names
-
-# role → the released Danna-Sep file names of that model (from the registry, danna_sep/release/models.json)
-MODEL_FILES: dict[str, tuple[str, ...]] = {role: released_names(role) for role in blend_roles()}
+from .checkpoints import MODEL_FILES, atomic_write
 
 
 @dataclass
@@ -90,10 +86,7 @@ class Bag:
 
     def save(self, path: Union[str, Path]) -> None:
         """Write the bag as JSON atomically."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
-        os.replace(tmp, path)
+        atomic_write(path, (json.dumps(self.to_json(), indent=2) + "\n").encode())
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "Bag":

@@ -24,21 +24,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from . import SAMPLE_RATE, SOURCES
+from . import SAMPLE_RATE, SOURCES, PathLike
+from .checkpoints import atomic_write
 from .blend import Bag, blend_statistics
 from .errors import DatasetError
 from .metrics import aggregate_frames, aggregate_tracks, bss_sdr, global_sdr, museval_track_json
 
-PathLike = Union[str, "os.PathLike[str]"]
 MIXTURE_SYSTEM = "mixture"
 """The baseline system: the mixture itself as the estimate of every source."""
 
@@ -57,11 +56,7 @@ class EstimateRef:
 
 def save_estimate(path: PathLike, stems: np.ndarray) -> None:
     """Write ``stems`` (sources, channels, samples) as float32 ``.npy`` atomically (a cache entry)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npy")
-    np.save(tmp, np.ascontiguousarray(stems, dtype=np.float32))
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: np.save(fh, np.ascontiguousarray(stems, dtype=np.float32)))
 
 
 def _fit(x: np.ndarray, length: int) -> np.ndarray:
@@ -252,13 +247,9 @@ def write_outputs(results: Sequence[TrackScores], summary: dict, outdir: PathLik
     for r in results:
         for name, scores in r.bss.items():
             path = outdir / name / subset / f"{r.name}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(museval_track_json(SOURCES, scores), indent=2))
+            atomic_write(path, json.dumps(museval_track_json(SOURCES, scores), indent=2).encode())
     path = outdir / "summary.json"
-    outdir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".summary.json.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, (json.dumps(summary, indent=2) + "\n").encode())
     return path
 
 

@@ -23,8 +23,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import secrets
 import tempfile
 import warnings
 import zipfile
@@ -35,12 +33,11 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from . import HOP_LENGTH, N_FFT, SAMPLE_RATE, SOURCES
-from .blend import MODEL_FILES
+from . import HOP_LENGTH, N_FFT, SAMPLE_RATE, SOURCES, PathLike
+from .checkpoints import MODEL_FILES, atomic_write, load_torch_file, read_checkpoint  # noqa: F401 — API
 from .errors import CheckpointError, ConfigError
 from .models.fuse import fold_batchnorm
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 METADATA_KEY = "danna_sep.json"
 """Name of the metadata entry in exported files."""
@@ -180,27 +177,6 @@ def role_from_filename(path: PathLike) -> Optional[str]:
 
 
 # ------------------------------------------------------------------------------------------------ training side
-
-
-def load_torch_file(path: Path, what: str = "checkpoint") -> Any:
-    """``torch.load`` of ``path`` on the CPU without running pickled code; a missing or unreadable file raises
-    :class:`CheckpointError` naming ``what`` it should have been."""
-    if not path.is_file():
-        raise CheckpointError(f"{what} not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(f"{path}: cannot read as a torch {what} ({type(exc).__name__}: {detail})") from None
-
-
-def read_checkpoint(path: PathLike) -> dict:
-    """A training checkpoint ``{"model": state_dict, "config": {...}, ...}`` (read without running pickled code)."""
-    path = Path(path).expanduser()
-    obj = load_torch_file(path, "checkpoint")
-    if not isinstance(obj, Mapping) or not isinstance(obj.get("model"), Mapping):
-        raise CheckpointError(f"{path}: not a training checkpoint (expected a dict with a 'model' state_dict)")
-    return dict(obj)
 
 
 def model_from_checkpoint(path: PathLike, config: Optional[Mapping[str, Any]] = None) -> tuple[nn.Module, dict]:
@@ -352,29 +328,8 @@ def _quiet_jit() -> Iterator[None]:
         yield
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync, rename: ``path`` is never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
-        try:
-            # mode 0o666: the umask decides, as for any new file (mkstemp would leave it readable by us only)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            break
-        except FileExistsError:
-            continue
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+def _write_atomic(path: Path, data: bytes) -> None:  # kept for the callers that import it by this name
+    atomic_write(path, data)
 
 
 def max_relative_error(a: Tensor, b: Tensor) -> float:

@@ -42,17 +42,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import SAMPLE_RATE, SOURCES
+from . import SAMPLE_RATE, SOURCES, PathLike
 from .audio import (SOUNDFILE_EXTENSIONS, AudioWriter, audio_info, load_audio, read_frames, resample,
                     to_stereo)
-from .blend import FAST_BAG, MODEL_FILES, ORIGINAL_BAG, Bag
-from .defaults import (DEFAULT_CHECKPOINTS, MEMORY_LIMIT_GIB, NITER, OVERLAP, SHIFTS, SPECTRAL_SEGMENT_FRAMES,
+from .blend import FAST_BAG, ORIGINAL_BAG, Bag
+from .checkpoints import MODEL_FILES, checkpoint_dir, find_model_files, model_search_order  # noqa: F401 — API
+from .defaults import (MEMORY_LIMIT_GIB, NITER, OVERLAP, SHIFTS, SPECTRAL_SEGMENT_FRAMES,
                        WAVEFORM_SEGMENT_SECONDS, WIENER_WINDOW)
 from .errors import AudioError, CheckpointError, ConfigError
 from .export import LoadedModel, check_contract, load_model
 from .runtime import resolve_device, trim_above  # noqa: F401 — resolve_device: part of this module's API
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 WAVEFORM_MARGIN = 4096  # extra samples fed after a waveform segment (the original Demucs returns ≤ ~2k fewer)
 # waveform segments per call on CPU: Demucs's BiLSTM steps cost about the same for 3 rows as for 1, and it runs its
@@ -967,61 +967,3 @@ class FileResult:
     clipped: Dict[str, int]
     duration: float
     seconds: float
-
-
-def checkpoint_dir(directory: Optional[PathLike] = None) -> Tuple[Path, str]:
-    """The checkpoint folder and where it came from: ``directory``, else ``$DANNA_CHECKPOINTS``, else
-    ``~/danna-sep-checkpoints``."""
-    if directory is not None:
-        return Path(directory).expanduser(), "--checkpoints"
-    env = os.environ.get("DANNA_CHECKPOINTS")
-    if env:
-        return Path(env).expanduser(), "$DANNA_CHECKPOINTS"
-    return Path(DEFAULT_CHECKPOINTS).expanduser(), "the default folder"
-
-
-def model_search_order(role: str, *, imported: bool = True) -> Tuple[str, ...]:
-    """File names looked for in a checkpoint folder for ``role``, the first present wins.
-
-    First the imports of the released weights into our own models (``imported``; ``danna import-released``),
-    then the released files themselves: for X-UMX ``xumx.onnx`` before ``xumx_mwf.pth`` where onnxruntime is
-    installed, as danna-sep 1.0.2 ran it.
-    """
-    import importlib.util
-
-    from .release.registry import load_registry
-
-    registry = load_registry()
-    released = list(MODEL_FILES[role])
-    if importlib.util.find_spec("onnxruntime") is not None:
-        released.sort(key=lambda name: not name.endswith(".onnx"))  # stable: otherwise registry order
-    return tuple((registry.imported_names(role) if imported else []) + released)
-
-
-def find_model_files(directory: Optional[PathLike], roles: Sequence[str], *, imported: bool = True) -> Dict[str, Path]:
-    """role → model file in the checkpoint folder (:func:`checkpoint_dir`), the first of
-    :func:`model_search_order` present.
-
-    Raises :class:`CheckpointError` naming every missing file, the folder searched and how to get the files.
-    """
-    folder, origin = checkpoint_dir(directory)
-    found, missing = {}, []
-    for role in roles:
-        path = next((folder / n for n in model_search_order(role, imported=imported) if (folder / n).is_file()), None)
-        if path is None:
-            missing.append(role)
-        else:
-            found[role] = path
-    if missing:
-        names = "; ".join(f"{r}: {' or '.join(MODEL_FILES[r])}" for r in missing)
-        where = {"--checkpoints": "given by --checkpoints",
-                 "$DANNA_CHECKPOINTS": "from $DANNA_CHECKPOINTS",
-                 "the default folder": "the default; set $DANNA_CHECKPOINTS or pass --checkpoints DIR for another"}[origin]
-        state = "" if folder.is_dir() else ", which does not exist"
-        first = MODEL_FILES[missing[0]][0]
-        get = " ".join(dict.fromkeys(missing))
-        raise CheckpointError(
-            f"missing model file(s) in {folder} ({where}{state}): {names}. Get the released Danna-Sep models with "
-            f"`danna download {get} --dir {folder}` (`danna models` lists them), or export your own from training "
-            f"checkpoints with `danna export CHECKPOINT {folder / first}`; --fast or --bag FILE leave models out")
-    return found

@@ -32,7 +32,6 @@ import io
 import math
 import os
 import random
-import re
 import signal
 import sys
 import tempfile
@@ -50,9 +49,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from . import SAMPLE_RATE, SOURCES
+from . import SAMPLE_RATE, SOURCES, PathLike
+from .checkpoints import WeightsReport, load_weights, read_state_dict, save_checkpoint  # noqa: F401 — API
 from .config import (
-    check_args,
     dataset_class,
     load_config,
     loss_class,
@@ -64,7 +63,6 @@ from .errors import CheckpointError, ConfigError, DannaError, DatasetError
 from .runtime import resolve_device as resolve_any_device
 
 CHECKPOINT_VERSION = 1
-PathLike = Union[str, os.PathLike]
 
 __all__ = ["TrainResult", "train", "load_weights", "WeightsReport", "ShardedBatchSampler", "resolve_device"]
 
@@ -210,111 +208,7 @@ class ShardedBatchSampler(Sampler[list[int]]):
 # weights
 
 
-@dataclass
-class WeightsReport:
-    """How a weights file matched a model."""
-
-    loaded: list[str]
-    missing: list[str]
-    unexpected: list[str]
-    mismatched: list[str]  # "key: file (shape) vs model (shape)"
-    arch: Optional[dict] = None  # the architecture the file says it holds (our checkpoints and imports carry one)
-
-    def arch_differences(self, arch: Mapping[str, Any]) -> list[str]:
-        """The architecture arguments whose value in ``arch`` differs from the file's own (shapes may still match:
-        e.g. ``legacy``, which the imported released weights need to compute what they were trained for)."""
-        from .models import canonical_name, model_class
-
-        if not self.arch or canonical_name(self.arch.get("type")) != canonical_name(arch.get("type")):
-            return []
-        defaults = {name: p.default for name, p in inspect.signature(model_class(arch["type"])).parameters.items()
-                    if p.default is not inspect.Parameter.empty}
-        theirs = {**defaults, **(self.arch.get("args") or {})}
-        ours = {**defaults, **(arch.get("args") or {})}
-        return [f"{k}={theirs[k]!r} (this config: {ours[k]!r})" for k in sorted(theirs)
-                if k in ours and ours[k] != theirs[k] and not isinstance(theirs[k], (dict, list))]
-
-    @property
-    def complete(self) -> bool:
-        return not (self.missing or self.unexpected or self.mismatched)
-
-    def describe(self, limit: int = 8) -> str:
-        parts = [f"{len(self.loaded)} tensors loaded"]
-        for label, keys in (("missing in the file", self.missing), ("not in the model", self.unexpected),
-                            ("shape mismatch", self.mismatched)):
-            if keys:
-                shown = ", ".join(keys[:limit]) + (f", … ({len(keys) - limit} more)" if len(keys) > limit else "")
-                parts.append(f"{len(keys)} {label}: {shown}")
-        return "; ".join(parts)
-
-
-def read_state_dict(path: PathLike) -> dict[str, Tensor]:
-    """The model state_dict in a weights file: this project's checkpoints, the converted X-UMX weights
-    (``{"model": state_dict, "config": …}``) or a bare state_dict. No pickled code is run."""
-    return _read_weights(path)[0]
-
-
-def _read_weights(path: PathLike) -> tuple[dict[str, Tensor], Optional[dict]]:
-    """:func:`read_state_dict` and the ``config["arch"]`` the file carries (None where it has none)."""
-    from .export import load_torch_file
-
-    path = Path(path).expanduser()
-    obj = load_torch_file(path, "weights file")
-    arch = None
-    if isinstance(obj, Mapping) and isinstance(obj.get("config"), Mapping):
-        arch = obj["config"].get("arch") if isinstance(obj["config"].get("arch"), Mapping) else None
-    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
-        obj = obj["model"]
-    elif isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: not a state_dict nor a checkpoint with a 'model' entry")
-    # DataParallel / DDP / torch.compile prefixes
-    return {re.sub(r"^(module\.|_orig_mod\.)+", "", k): v for k, v in obj.items()}, arch
-
-
-def load_weights(model: nn.Module, path: PathLike, partial: bool = False) -> WeightsReport:
-    """Load weights into ``model``; strict unless ``partial``.
-
-    Strict: any missing, unexpected or mis-shaped key raises :class:`CheckpointError` listing them and nothing
-    is loaded. Partial: the matching tensors are loaded and the report says what was skipped.
-    """
-    state, arch = _read_weights(path)
-    own = model.state_dict()
-    mismatched = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-                  for k, v in state.items() if k in own and own[k].shape != v.shape]
-    report = WeightsReport(
-        loaded=[k for k, v in state.items() if k in own and own[k].shape == v.shape],
-        missing=[k for k in own if k not in state],
-        unexpected=[k for k in state if k not in own],
-        mismatched=mismatched,
-        arch=arch,
-    )
-    if not report.complete and not partial:
-        raise CheckpointError(
-            f"{path} does not match {type(model).__name__}: {report.describe()} "
-            f"(use partial loading to load the matching tensors only)"
-        )
-    with torch.no_grad():
-        for k in report.loaded:
-            own[k].copy_(state[k])
-    return report
-
-
-def save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+# read_state_dict, load_weights and WeightsReport live in danna_sep.checkpoints (re-exported here)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -785,7 +679,7 @@ class Trainer:
         state = self.state()  # collective under DDP: every rank calls it
         path = self.last_path()
         if self.main:
-            save_atomic(state, path)
+            save_checkpoint(state, path)
         return path
 
     def save_best(self, score: float) -> Optional[Path]:
@@ -800,7 +694,7 @@ class Trainer:
         self.best = ranked[:n_saved]
         if not self.main:
             return None
-        save_atomic(state, self.save_dir / fname)
+        save_checkpoint(state, self.save_dir / fname)
         for _, old in ranked[n_saved:]:
             with contextlib.suppress(FileNotFoundError):
                 (self.save_dir / old).unlink()

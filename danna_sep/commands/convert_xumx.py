@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Tuple
 
@@ -26,6 +25,7 @@ import torch
 from torch import Tensor
 
 from .. import SAMPLE_RATE, SOURCES
+from ..checkpoints import save_checkpoint
 from ..errors import CheckpointError, ConfigError
 
 HELP = "convert the official pretrained X-UMX weights (Asteroid's .pth) into a danna-sep checkpoint"
@@ -58,7 +58,7 @@ def convert_file(src: Path | str, dst: Path | str) -> Dict[str, Any]:
     except Exception as exc:  # unpicklable content, not a torch file, truncated file, ...
         raise CheckpointError(f"{src}: cannot read as a weights-only torch file ({_load_failure(exc)})") from None
     checkpoint = convert_asteroid_xumx(package, name=str(src))
-    _save_atomic(checkpoint, dst)
+    save_checkpoint(checkpoint, dst)
     return checkpoint
 
 
@@ -213,15 +213,3 @@ def _check_keys(
 def _listing(keys: List[str], limit: int = 12) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f", … and {len(keys) - limit} more" if len(keys) > limit else "")
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

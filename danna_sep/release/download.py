@@ -38,12 +38,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 from urllib.parse import urljoin, urlparse
 
 import requests
 
-from .. import __version__
+from .. import PathLike, __version__
 from ..errors import CheckpointError, DannaError
 from ..export import _write_atomic
 from .registry import ReleasedFile
@@ -61,7 +61,6 @@ ENSURE_NOTE = f"once; --no-download or {OFFLINE_ENV}=1 forbids this"
 _QUOTA_MARKS = ("too many users have viewed or downloaded this file recently", "quota exceeded",
                 "download quota for this file has been exceeded")
 
-PathLike = Union[str, "os.PathLike[str]"]
 Notify = Callable[[str], None]
 
 
