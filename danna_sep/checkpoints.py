@@ -168,8 +168,27 @@ def read_weights(path: PathLike) -> tuple[dict[str, Tensor], Optional[dict]]:
 
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: not a state_dict nor a checkpoint with a 'model' entry")
-    # DataParallel / DDP / torch.compile prefixes
-    return {re.sub(r"^(module\.|_orig_mod\.)+", "", k): v for k, v in obj.items()}, arch
+    return strip_wrapper_prefixes(obj), arch
+
+
+def strip_wrapper_prefixes(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` without the key prefixes that DataParallel / DDP (``module.``) and torch.compile (``_orig_mod.``)
+    add."""
+    return {re.sub(r"^(module\.|_orig_mod\.)+", "", k): v for k, v in state.items()}
+
+
+def match_state_dict(model: nn.Module, state: Mapping[str, Tensor], arch: Optional[dict] = None) -> WeightsReport:
+    """How ``state`` matches ``model``'s own state dict: the keys that load, and those missing, unexpected or of
+    another shape (nothing is loaded)."""
+    own = model.state_dict()
+    return WeightsReport(
+        loaded=[k for k, v in state.items() if k in own and own[k].shape == v.shape],
+        missing=[k for k in own if k not in state],
+        unexpected=[k for k in state if k not in own],
+        mismatched=[f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                    for k, v in state.items() if k in own and own[k].shape != v.shape],
+        arch=arch,
+    )
 
 
 def load_weights(model: nn.Module, path: PathLike, partial: bool = False) -> WeightsReport:
@@ -179,16 +198,7 @@ def load_weights(model: nn.Module, path: PathLike, partial: bool = False) -> Wei
     is loaded. Partial: the matching tensors are loaded and the report says what was skipped.
     """
     state, arch = read_weights(path)
-    own = model.state_dict()
-    mismatched = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-                  for k, v in state.items() if k in own and own[k].shape != v.shape]
-    report = WeightsReport(
-        loaded=[k for k, v in state.items() if k in own and own[k].shape == v.shape],
-        missing=[k for k in own if k not in state],
-        unexpected=[k for k in state if k not in own],
-        mismatched=mismatched,
-        arch=arch,
-    )
+    report = match_state_dict(model, state, arch)
     if not report.complete and not partial:
         raise CheckpointError(
             f"{path} does not match {type(model).__name__}: {report.describe()} "
@@ -196,6 +206,7 @@ def load_weights(model: nn.Module, path: PathLike, partial: bool = False) -> Wei
         )
     import torch
 
+    own = model.state_dict()
     with torch.no_grad():
         for k in report.loaded:
             own[k].copy_(state[k])
@@ -261,3 +272,16 @@ def find_model_files(directory: Optional[PathLike], roles: Sequence[str], *, imp
             f"`danna download {get} --dir {folder}` (`danna models` lists them), or export your own from training "
             f"checkpoints with `danna export CHECKPOINT {folder / first}`; --fast or --bag FILE leave models out")
     return found
+
+
+def load_folder_models(directory: Optional[PathLike], roles: Sequence[str], device: Any = "cpu", *,
+                       imported: bool = True) -> Dict[str, Any]:
+    """role → :class:`~danna_sep.inference.LoadedModel` for the models of a checkpoint folder
+    (:func:`find_model_files`; raises :class:`CheckpointError` naming what is missing). ``device``: a name
+    (``cpu``, ``cuda``, ``mps``, ``auto``) or a ``torch.device``."""
+    from .inference import load_model
+    from .runtime import resolve_device
+
+    files = find_model_files(directory, roles, imported=imported)
+    dev = resolve_device(device)
+    return {role: load_model(path, role=role, device=dev) for role, path in files.items()}

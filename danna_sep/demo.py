@@ -80,7 +80,8 @@ def export_models(checkpoints: dict[str, Path], folder: Path) -> dict:
     """Export every checkpoint to TorchScript in ``folder``; role → the loaded exported model. A model that cannot
     be exported is reported and used eagerly (role → eager LoadedModel) so that the rest of the demo still runs."""
     from .errors import CheckpointError
-    from .export import LoadedModel, ModelInfo, export_torchscript, load_model, model_from_checkpoint
+    from .export import export_torchscript
+    from .inference import LoadedModel, ModelInfo, load_model, model_from_checkpoint
 
     folder.mkdir(parents=True, exist_ok=True)
     models = {}

@@ -214,7 +214,7 @@ def test_export_errors_are_one_line(tmp_path, capsys):
                                                                        "max_bins": 64}}}))
     assert main(["export", str(config), str(ckpt), str(tmp_path / "o.pth")]) == 2
     err = capsys.readouterr().err
-    assert "mis-shaped" in err and "Traceback" not in err
+    assert "shape mismatch" in err and "Traceback" not in err
     assert not (tmp_path / "o.pth").exists()
 
     assert main(["export", str(tmp_path / "missing.pt"), str(tmp_path / "o.pth")]) == 2

@@ -8,30 +8,15 @@ median of tracks) and the MDX global SDR (mean over tracks); writes museval per-
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
+
+from .common import add_dataset_options, load_split
 
 HELP = "evaluate models, their blend and the mixture baseline (museval v4 and global SDR)"
 
 
-def add_common(parser: argparse.ArgumentParser, subset: str) -> None:
-    """Options shared with ``danna fit-blend``."""
-    parser.add_argument("--root", required=True, help="dataset folder (MUSDB18, MUSDB18-HQ or synthetic layout)")
-    parser.add_argument("--subset", default=subset, choices=("train", "valid", "test"),
-                        help=f"split to use (default {subset})")
-    parser.add_argument("--checkpoints", default=None,
-                        help="folder with the exported models (default $DANNA_CHECKPOINTS or ~/danna-sep-checkpoints)")
-    parser.add_argument("--outdir", default="evaluation", help="results and the estimate cache (default ./evaluation)")
-    parser.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1,
-                        help="processes scoring tracks in parallel (default: CPU cores)")
-    parser.add_argument("--device", default="cpu", help="device for separation: cpu, cuda, mps or auto (default cpu)")
-    parser.add_argument("--tracks", type=int, default=None, help="only the first N tracks of the split")
-    parser.add_argument("--niter", type=int, default=1,
-                        help="Wiener EM iterations for the spectral models (default 1, as the original; 0 = masks)")
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
-    add_common(parser, "test")
+    add_dataset_options(parser, "test")
     parser.add_argument("--bag", default=None, help="bag file (JSON) with the models and blend weights "
                                                     "(default: the original Danna-Sep blend)")
     parser.add_argument("--estimates", default=None,
@@ -40,31 +25,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="global SDR only (skip BSSEval v4)")
 
 
-def load_tracks(args: argparse.Namespace, subset: str):
-    from ..data import split_tracks
-
-    tracks = split_tracks(args.root, subset)
-    return tracks[: args.tracks] if args.tracks else tracks
-
-
-def load_models(checkpoints, roles, device: str) -> dict:
-    """role → LoadedModel from the checkpoint folder (CheckpointError naming missing files)."""
-    from ..export import load_model
-    from ..separate import find_model_files, resolve_device
-
-    files = find_model_files(checkpoints, roles)
-    dev = resolve_device(device)
-    return {role: load_model(path, role=role, device=dev) for role, path in files.items()}
-
-
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..blend import ORIGINAL_BAG, Bag
+    from ..checkpoints import load_folder_models
     from ..evaluate import bag_systems, estimates_dir_refs, evaluate, format_table, separate_to_cache
     from ..errors import ConfigError
 
-    tracks = load_tracks(args, args.subset)
+    tracks = load_split(args, args.subset)
     outdir = Path(args.outdir)
     if args.estimates:
         if args.bag:
@@ -73,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         systems = {"estimates": {"estimates": np.ones(4)}}
     else:
         bag = Bag.load(args.bag) if args.bag else ORIGINAL_BAG
-        models = load_models(args.checkpoints, bag.models, args.device)
+        models = load_folder_models(args.checkpoints, bag.models, args.device)
         refs = separate_to_cache(models, tracks, outdir / "cache", args.root, args.subset, {"niter": args.niter})
         systems = bag_systems(bag)
     summary = evaluate(tracks, refs, systems, args.subset, outdir, jobs=args.jobs, museval=args.museval)

@@ -34,8 +34,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import read_config
-    from ..export import (LoadedModel, ModelInfo, export_onnx, export_torchscript, load_model,
-                          model_from_checkpoint, verify)
+    from ..export import export_onnx, export_torchscript, verify
+    from ..inference import LoadedModel, ModelInfo, load_model, model_from_checkpoint
 
     if len(args.paths) not in (2, 3):
         raise ConfigError(f"expected [CONFIG] CHECKPOINT OUT, got {len(args.paths)} path(s)")

@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .evaluate import add_common, load_models, load_tracks
+from .common import add_dataset_options, load_split
 
 HELP = "fit the blend weights on a validation split and write a bag file"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    add_common(parser, "valid")
+    add_dataset_options(parser, "valid")
     parser.add_argument("--out", required=True, help="bag file to write (JSON)")
     parser.add_argument("--models", default="xumx,unet,demucs", help="models to blend (default xumx,unet,demucs)")
     parser.add_argument("--eval-subset", default="test", choices=("train", "valid", "test", "none"),
@@ -36,6 +36,7 @@ def original_bag(models):
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from ..checkpoints import load_folder_models
     from ..errors import ConfigError
     from ..evaluate import evaluate, fit_from_cache, format_table, separate_to_cache
 
@@ -44,9 +45,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--models: a blend needs at least two models, got {roles}")
     if args.eval_subset == args.subset:
         raise ConfigError(f"--eval-subset {args.eval_subset}: compare on a split not used for fitting")
-    tracks = load_tracks(args, args.subset)
+    tracks = load_split(args, args.subset)
     outdir = Path(args.outdir)
-    models = load_models(args.checkpoints, roles, args.device)
+    models = load_folder_models(args.checkpoints, roles, args.device)
     refs = separate_to_cache(models, tracks, outdir / "cache", args.root, args.subset, {"niter": args.niter})
     bag = fit_from_cache(tracks, refs, roles, jobs=args.jobs, step=args.step)
     bag.save(args.out)
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}")
     if args.eval_subset == "none":
         return 0
-    test = load_tracks(args, args.eval_subset)
+    test = load_split(args, args.eval_subset)
     test_refs = separate_to_cache(models, test, outdir / "cache", args.root, args.eval_subset,
                                   {"niter": args.niter})
     systems = {m: {m: np.ones(4)} for m in roles}

@@ -63,7 +63,7 @@ class ImportReport:
 
 def read_archive(path: Path) -> torch.jit.ScriptModule:
     """The released TorchScript module at ``path`` (CPU, eval mode)."""
-    from ..export import _quiet_jit
+    from ..inference import _quiet_jit
 
     try:
         with _quiet_jit():
@@ -294,7 +294,7 @@ def probe_signal(role: str, seed: int = 0) -> Tensor:
 
 def compare(ours: nn.Module, reference: Callable[[Tensor], Tensor], x: Tensor) -> float:
     """Largest relative difference ``max|ours − reference| / max|reference|`` on ``x``."""
-    from ..export import max_relative_error
+    from ..inference import max_relative_error
 
     with torch.inference_mode():
         want = reference(x)
@@ -314,7 +314,7 @@ def import_file(source: Path, role: str, output: Path, *, force: bool = False,
     The output must equal the archive's (and ``onnx``'s, if given: the same model as ONNX) within
     :data:`TOLERANCE`, else nothing is written. An ``output`` newer than ``source`` is kept unless ``force``.
     """
-    from ..export import _write_atomic
+    from ..checkpoints import atomic_write
 
     if not force:
         kept = _up_to_date(source, role, output)
@@ -325,7 +325,7 @@ def import_file(source: Path, role: str, output: Path, *, force: bool = False,
     x = probe_signal(role)
     errors = {}
     if onnx is not None:  # onnxruntime runs float32 only
-        from ..export import load_model
+        from ..inference import load_model
 
         errors[onnx.name] = compare(model, load_model(onnx, role=role), x)
     errors[source.name] = compare(model, archive, x)
@@ -348,7 +348,7 @@ def import_file(source: Path, role: str, output: Path, *, force: bool = False,
     }
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
-    _write_atomic(output, buffer.getvalue())
+    atomic_write(output, buffer.getvalue())
     return ImportReport(role, source, output, arch, params, worst, written=True)
 
 
@@ -372,7 +372,7 @@ def _is_danna_export(path: Path) -> bool:
     """A TorchScript file written by ``danna export`` (it carries our metadata): not the original release."""
     import zipfile
 
-    from ..export import METADATA_KEY
+    from ..inference import METADATA_KEY
 
     try:
         with zipfile.ZipFile(path) as z:

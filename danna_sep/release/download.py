@@ -45,7 +45,7 @@ import requests
 
 from .. import PathLike, __version__
 from ..errors import CheckpointError, DannaError
-from ..export import _write_atomic
+from ..checkpoints import atomic_write
 from .registry import ReleasedFile
 from .verify import Verified, looks_like_html, sha256_of, verify_file
 
@@ -130,7 +130,7 @@ def _record(folder: Path, verified: Verified, source: str) -> None:
         "params": verified.params, "detail": verified.detail,
     }
     text = json.dumps({"format": LOCK_FORMAT, "files": dict(sorted(files.items()))}, indent=2) + "\n"
-    _write_atomic(lock_path(folder), text.encode())
+    atomic_write(lock_path(folder), text.encode())
 
 
 # ------------------------------------------------------------------------------------------------ sources

@@ -24,8 +24,8 @@ from typing import Iterable, Optional
 import torch
 
 from ..errors import CheckpointError
-from ..export import (DOMAIN_OF_ROLE, LoadedModel, ModelInfo, _is_torchscript_archive, _load_onnx, _quiet_jit,
-                      check_contract, example_input, load_model)
+from ..inference import (DOMAIN_OF_ROLE, LoadedModel, ModelInfo, _is_torchscript_archive, _load_onnx, _quiet_jit,
+                         check_contract, example_input, load_model)
 from .registry import ReleasedFile
 
 HASH_BLOCK = 1 << 20
@@ -70,7 +70,7 @@ def _numel(tensors: Iterable[torch.Tensor]) -> int:
 
 def _asteroid_weights(state: dict) -> int:
     """Asteroid's weights: its state_dict minus BatchNorm statistics and the STFT windows."""
-    from ..commands.convert_xumx import _WINDOW_KEYS
+    from .asteroid_xumx import _WINDOW_KEYS
 
     skip = ("running_mean", "running_var", "num_batches_tracked")
     return _numel(v for k, v in state.items()
@@ -111,7 +111,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _asteroid_package(path: Path) -> dict:
-    from ..commands.convert_xumx import _load_failure
+    from .asteroid_xumx import _load_failure
 
     try:
         package = torch.load(path, map_location="cpu", weights_only=True)
@@ -126,7 +126,7 @@ def _load(path: Path, entry: ReleasedFile) -> tuple[LoadedModel, Optional[int]]:
     """The file as a model under the I/O contract, and its parameter count."""
     role = _LOAD_ROLE.get(entry.role, entry.role)
     if entry.format == "asteroid":
-        from ..commands.convert_xumx import convert_asteroid_xumx
+        from .asteroid_xumx import convert_asteroid_xumx
         from ..models.xumx import X_UMX
 
         package = _asteroid_package(path)
