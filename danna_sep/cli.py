@@ -1,6 +1,7 @@
 """The ``danna`` command and its ``danna-sep`` alias (= ``danna separate``).
 
-Each subcommand lives in ``danna_sep/commands/<name>.py`` and defines::
+Each subcommand lives in ``danna_sep/commands/<name>.py`` (imported here plainly: the modules import torch only
+inside ``run``, so ``--help`` and option errors answer at once) and defines::
 
     HELP: str                                   # one line for `danna --help`
     def configure(parser: argparse.ArgumentParser) -> None
@@ -11,47 +12,40 @@ User errors (:class:`danna_sep.errors.DannaError`) are printed as one line and e
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import sys
+from types import ModuleType
 from typing import Optional, Sequence
 
 from . import __version__
+from .commands import (convert_xumx, download, evaluate, export, fit_blend, import_released, make_dataset, models,
+                       separate, train)
 from .errors import DannaError
 from .runtime import keep_freed_memory
 
-# subcommand → module; a module not present yet is simply not offered
-COMMANDS = {
-    "separate": "danna_sep.commands.separate",
-    "train": "danna_sep.commands.train",
-    "export": "danna_sep.commands.export",
-    "evaluate": "danna_sep.commands.evaluate",
-    "fit-blend": "danna_sep.commands.fit_blend",
-    "make-dataset": "danna_sep.commands.make_dataset",
-    "convert-xumx": "danna_sep.commands.convert_xumx",
-    "download": "danna_sep.commands.download",
-    "models": "danna_sep.commands.models",
-    "import-released": "danna_sep.commands.import_released",
+COMMANDS: dict[str, ModuleType] = {
+    "separate": separate,
+    "train": train,
+    "export": export,
+    "evaluate": evaluate,
+    "fit-blend": fit_blend,
+    "make-dataset": make_dataset,
+    "convert-xumx": convert_xumx,
+    "download": download,
+    "models": models,
+    "import-released": import_released,
 }
 
 
-def _available() -> dict[str, str]:
-    return {name: mod for name, mod in COMMANDS.items() if importlib.util.find_spec(mod) is not None}
-
-
 def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The ``danna`` parser; ``only``: configure that subcommand's options alone (the others are listed)."""
     parser = argparse.ArgumentParser(prog="danna", description="Music source separation toolkit (danna-sep).")
     parser.add_argument("--version", action="version", version=f"danna-sep {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, mod_name in _available().items():
-        if only is not None and name != only:
-            # keep --help's list complete without importing every command
-            sub.add_parser(name, help=f"see `danna {name} --help`")
-            continue
-        mod = importlib.import_module(mod_name)
+    for name, mod in COMMANDS.items():
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
-        mod.configure(p)
-        p.set_defaults(_run=mod.run)
+        if only is None or name == only:
+            mod.configure(p)
+            p.set_defaults(_run=mod.run)
     return parser
 
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from danna_sep import SOURCES
 from danna_sep.cli import main
-from danna_sep.commands.convert_xumx import convert_asteroid_xumx, convert_file
+from danna_sep.release.asteroid_xumx import convert_asteroid_xumx, convert_file
 from danna_sep.errors import CheckpointError, ConfigError
 from danna_sep.models import build_model
 from danna_sep.models.xumx import X_UMX

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..release.asteroid_xumx import convert_asteroid_xumx, convert_file  # noqa: F401 — this command's API
-
 HELP = "convert the official pretrained X-UMX weights (Asteroid's .pth) into a danna-sep checkpoint"
 
 
@@ -16,6 +14,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..release.asteroid_xumx import convert_file  # torch: not for --help
+
     checkpoint = convert_file(args.input, args.output)
     arch = checkpoint["config"]["arch"]
     n_params = sum(t.numel() for k, t in checkpoint["model"].items() if "running" not in k and "num_batches" not in k)
