@@ -12,9 +12,10 @@ User errors (:class:`danna_sep.errors.DannaError`) are printed as one line and e
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from types import ModuleType
-from typing import Optional, Sequence
+from typing import Callable, NoReturn, Optional, Sequence
 
 from . import __version__
 from .commands import (convert_xumx, download, evaluate, export, fit_blend, import_released, make_dataset, models,
@@ -36,9 +37,24 @@ COMMANDS: dict[str, ModuleType] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a hint for a misspelt option: ``--flca`` → "did you mean --flac?" (difflib; Python 3.14's
+    ``suggest_on_error`` only covers sub-command names and choices)."""
+
+    def error(self, message: str) -> NoReturn:
+        unknown = message.removeprefix("unrecognized arguments: ")
+        if unknown != message:
+            options = [s for action in self._actions for s in action.option_strings]
+            hints = [f"{arg}: did you mean {close[0]}?" for arg in unknown.split() if arg.startswith("-")
+                     for close in [difflib.get_close_matches(arg.split("=")[0], options, n=1)] if close]
+            if hints:
+                message += " (" + "; ".join(hints) + ")"
+        super().error(message)
+
+
 def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     """The ``danna`` parser; ``only``: configure that subcommand's options alone (the others are listed)."""
-    parser = argparse.ArgumentParser(prog="danna", description="Music source separation toolkit (danna-sep).")
+    parser = _Parser(prog="danna", description="Music source separation toolkit (danna-sep).")
     parser.add_argument("--version", action="version", version=f"danna-sep {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, mod in COMMANDS.items():
@@ -46,36 +62,54 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         if only is None or name == only:
             mod.configure(p)
             p.set_defaults(_run=mod.run)
+    parser.set_defaults(_commands=sub.choices)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # import only the command that runs (commands pull in torch, models, ...)
+    # configure only the command that runs (the others need not be)
     only = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only if only in COMMANDS else None)
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0 if not argv else 2
-    keep_freed_memory()  # about 1.3-1.6x faster CPU inference and training (see danna_sep.runtime)
-    try:
-        return int(args._run(args) or 0)
-    except DannaError as exc:
-        print(f"danna {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"danna {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return _run(args, f"danna {args.command}")
 
 
 def separate_main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``danna-sep``: the seed-compatible alias of ``danna separate``."""
+    """Entry point of ``danna-sep``: ``danna separate`` under its own name (the original tool's command)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "--version":
+    if argv[:1] == ["--version"]:
         print(f"danna-sep {__version__}")
         return 0
-    return main(["separate", *argv])
+    parser = _Parser(prog="danna-sep", description=separate.HELP)
+    separate.configure(parser)
+    args = _parse(parser, argv)
+    return _run(args, "danna-sep", separate.run)
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv``; unknown options are reported by the (sub)parser that knows the close matches."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        commands = getattr(args, "_commands", None) or {}
+        commands.get(getattr(args, "command", None), parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _run(args: argparse.Namespace, name: str, run: Optional[Callable[[argparse.Namespace], int]] = None) -> int:
+    """Run the command; user errors (:class:`DannaError`) become one line prefixed with ``name``, exit status 2."""
+    keep_freed_memory()  # about 1.3-1.6x faster CPU inference and training (see danna_sep.runtime)
+    try:
+        return int((run or args._run)(args) or 0)
+    except DannaError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

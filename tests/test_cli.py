@@ -26,6 +26,34 @@ def test_unknown_command_is_an_error():
     assert "Traceback" not in proc.stderr
 
 
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    code = "import sys; from danna_sep.cli import main, separate_main; sys.exit({}(sys.argv[2:]))"
+    entry, *rest = args
+    return subprocess.run([sys.executable, "-c", code.format("separate_main" if entry == "danna-sep" else "main"),
+                           "-", *rest], capture_output=True, text=True)
+
+
+def test_danna_sep_speaks_under_its_own_name_and_suggests_close_options(tmp_path):
+    proc = _cli("danna-sep", "--flca", str(tmp_path / "song.wav"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("usage: danna-sep ")
+    assert "danna-sep: error: unrecognized arguments: --flca (--flca: did you mean --flac?)" in proc.stderr
+    proc = _cli("danna", "separate", "--two-stmes=vocals", "--wienr-window", "3", "x.wav")
+    assert proc.returncode == 2
+    assert "--two-stmes=vocals: did you mean --two-stems?" in proc.stderr
+    assert "--wienr-window: did you mean --wiener-window?" in proc.stderr
+    assert "usage: danna separate " in proc.stderr
+    proc = _cli("danna", "train", "x.json", "--wieghts", "w.pt")
+    assert proc.returncode == 2 and "did you mean --weights?" in proc.stderr
+    proc = _cli("danna-sep", "--zzzzzz", "x.wav")  # nothing close: no hint
+    assert proc.returncode == 2 and "did you mean" not in proc.stderr
+
+
+def test_danna_sep_user_errors_carry_its_name(tmp_path):
+    proc = _cli("danna-sep", "--original", "--shifts", "2", str(tmp_path / "song.wav"))
+    assert proc.returncode == 2 and proc.stderr.startswith("danna-sep: error: --original")
+
+
 def test_danna_sep_version(capsys):
     assert separate_main(["--version"]) == 0
     assert __version__ in capsys.readouterr().out

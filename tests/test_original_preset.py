@@ -249,7 +249,7 @@ def test_cli_original_refuses_options_that_change_the_computation(release, tmp_p
     captured = capsys.readouterr()
     err = captured.err
     assert code == 2 and "Traceback" not in err and err.count("\n") == 1, err
-    assert err.startswith("danna separate: error: --original computes exactly what danna-sep 1.0.2 did")
+    assert err.startswith("danna-sep: error: --original computes exactly what danna-sep 1.0.2 did")
     assert err.rstrip().endswith("drop " + ", ".join(refused))
     assert "models:" not in err and not out.exists()
 
