@@ -132,3 +132,11 @@ def test_cli(tmp_path, capsys):
     assert "different synthetic dataset" in capsys.readouterr().err
     assert main(["make-dataset", str(out), "--tracks", "2", "--seconds", "0.5", "-q", "--force"]) == 0
     assert (out / "train" / "train_001").is_dir()
+    # a validation split by default, so that the documented make-dataset → train works
+    assert "2 train, 1 valid, 1 test" in capsys.readouterr().out and (out / "valid" / "valid_000").is_dir()
+
+
+def test_default_validation_split():
+    from danna_sep.commands.make_dataset import default_valid_tracks
+
+    assert [default_valid_tracks(n) for n in (0, 1, 2, 8, 20, 35)] == [0, 0, 1, 1, 2, 4]

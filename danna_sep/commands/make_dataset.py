@@ -16,7 +16,9 @@ HELP = "write a synthetic multitrack dataset (procedural songs through a GM Soun
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", type=Path, help="dataset folder to create")
     parser.add_argument("--tracks", type=int, default=8, help="train tracks (default 8)")
-    parser.add_argument("--valid", type=int, default=0, help="validation tracks, written to OUT/valid (default 0)")
+    parser.add_argument("--valid", type=int, default=None,
+                        help="validation tracks, written to OUT/valid (default: a tenth of --tracks, at least 1 "
+                             "from 2 tracks on, so that `danna train` can validate)")
     parser.add_argument("--test", type=int, default=None, help="test tracks (default max(1, tracks // 4))")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each track (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same dataset")
@@ -27,14 +29,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-track progress")
 
 
+def default_valid_tracks(train: int) -> int:
+    """Validation tracks when ``--valid`` is not given: a tenth of the training tracks, at least one from two on."""
+    return max(1, round(train / 10)) if train >= 2 else 0
+
+
 def run(args: argparse.Namespace) -> int:
     from ..data.synth import make_synthetic_dataset
     from ..errors import DatasetError
 
-    if args.tracks < 0 or args.valid < 0 or (args.test is not None and args.test < 0):
+    if args.tracks < 0 or any(n is not None and n < 0 for n in (args.valid, args.test)):
         raise DatasetError("--tracks, --valid and --test must be >= 0")
     test = max(1, args.tracks // 4) if args.test is None else args.test
-    counts = {"train": args.tracks, "valid": args.valid, "test": test}
+    valid = default_valid_tracks(args.tracks) if args.valid is None else args.valid
+    counts = {"train": args.tracks, "valid": valid, "test": test}
 
     def progress(name: str, done: int, total: int) -> None:
         if not args.quiet:
