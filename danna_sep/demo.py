@@ -180,7 +180,15 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(summary))
     print(f"\nsummary: {workdir / 'evaluation' / 'summary.json'}")
     _step("done", started)
+    print(f"\nthe demo's models are in {ckpt_dir}/ and its fitted blend is {bag_path}; on a song of your own:\n"
+          f"  {try_command(ckpt_dir, bag_path)}")
     return 0
+
+
+def try_command(ckpt_dir: Path, bag_path: Path) -> str:
+    """The ``danna-sep`` command that separates a song with the demo's models and fitted blend (tiny models
+    trained for minutes on synthetic songs: a demonstration of the pipeline, not a useful separation)."""
+    return f"{Path(sys.executable).parent / 'danna-sep'} --checkpoints {ckpt_dir} --bag {bag_path} song.wav"
 
 
 if __name__ == "__main__":

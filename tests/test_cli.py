@@ -1,4 +1,5 @@
 import subprocess
+from pathlib import Path
 import sys
 
 from danna_sep import __version__
@@ -79,3 +80,26 @@ def test_separate_help_does_not_import_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "default 0.25" in proc.stdout and "default 300" in proc.stdout
+
+
+def test_the_demo_ends_with_a_command_that_separates_a_song(tmp_path):
+    """The command the demo prints runs as printed on a folder of models and a fitted bag."""
+    import shlex
+
+    import soundfile as sf
+
+    from danna_sep.blend import ORIGINAL_BAG
+    from danna_sep.demo import try_command
+    from tests.original_release.build import write_release
+    from tests.original_release.models import example_mix
+
+    models = tmp_path / "checkpoints"
+    write_release(models, size="tiny", onnx=False)
+    bag = models / "fitted_bag.json"
+    ORIGINAL_BAG.save(bag)
+    sf.write(tmp_path / "song.wav", example_mix(44100).T.numpy(), 44100)
+    command = shlex.split(try_command(models, bag))
+    assert Path(command[0]).name == "danna-sep" and command[-1] == "song.wav"
+    proc = subprocess.run(command + ["-q", "--no-download"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "song").iterdir()) == ["bass.wav", "drums.wav", "other.wav", "vocals.wav"]
