@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections.abc
 import copy
-import importlib
 import inspect
 import json
 import os
@@ -32,75 +31,18 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from . import SOURCES
 from .errors import ConfigError
 
-# ---------------------------------------------------------------------------------------------------------------
-# names the {type, args} sections may use
-
-LOSSES: dict[str, str] = {
-    # the original configs' names first
-    "CLoss": "danna_sep.losses:CombinationLoss",
-    "CombinationLoss": "danna_sep.losses:CombinationLoss",
-    "L1Loss": "danna_sep.losses:L1Loss",
-}
-DATASETS: dict[str, str] = {
-    "FastMUSDB": "danna_sep.data.musdb:MUSDBDataset",  # the original configs' name
-    "MUSDBDataset": "danna_sep.data.musdb:MUSDBDataset",
-}
-# schedulers that take other schedulers or Python callables cannot be written in JSON
-_UNSUPPORTED_SCHEDULERS = {"LRScheduler", "_LRScheduler", "ChainedScheduler", "SequentialLR", "LambdaLR", "MultiplicativeLR"}
-# constructor parameters the trainer supplies itself
-_SUPPLIED = {"optimizer": {"params"}, "lr_scheduler": {"optimizer"}, "dataset": set(), "arch": set(), "loss": set()}
+# the {type, args} names (LOSSES, DATASETS, optimizer_class, …) are looked up in danna_sep.train.build, which also
+# builds them: imported there when a config is checked, since it imports torch
+_MOVED_TO_BUILD = {"LOSSES", "DATASETS", "optimizer_names", "scheduler_names", "optimizer_class", "scheduler_class",
+                   "loss_class", "dataset_class"}
 
 
-def optimizer_names() -> list[str]:
-    import torch.optim as optim
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_BUILD:  # their old home: keep `from danna_sep.config import loss_class` working
+        from .train import build
 
-    return sorted(
-        n for n, c in vars(optim).items()
-        if isinstance(c, type) and issubclass(c, optim.Optimizer) and c is not optim.Optimizer
-    )
-
-
-def scheduler_names() -> list[str]:
-    from torch.optim import lr_scheduler
-
-    return sorted(
-        n for n, c in vars(lr_scheduler).items()
-        if isinstance(c, type) and n not in _UNSUPPORTED_SCHEDULERS
-        and (issubclass(c, lr_scheduler.LRScheduler) or n == "ReduceLROnPlateau")
-    )
-
-
-def _import(target: str) -> Any:
-    module, attr = target.split(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-def optimizer_class(name: str) -> type:
-    import torch.optim as optim
-
-    if name not in optimizer_names():
-        raise ConfigError(f"optimizer.type: unknown optimizer {name!r}; allowed: {', '.join(optimizer_names())}")
-    return getattr(optim, name)
-
-
-def scheduler_class(name: str) -> type:
-    from torch.optim import lr_scheduler
-
-    if name not in scheduler_names():
-        raise ConfigError(f"lr_scheduler.type: unknown scheduler {name!r}; allowed: {', '.join(scheduler_names())}")
-    return getattr(lr_scheduler, name)
-
-
-def loss_class(name: str) -> type:
-    if name not in LOSSES:
-        raise ConfigError(f"loss.type: unknown loss {name!r}; allowed: {', '.join(LOSSES)}")
-    return _import(LOSSES[name])
-
-
-def dataset_class(name: str, where: str = "dataset.train.type") -> type:
-    if name not in DATASETS:
-        raise ConfigError(f"{where}: unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
-    return _import(DATASETS[name])
+        return getattr(build, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -342,6 +284,7 @@ def _lookup(resolver: Callable[[str], Any], name: str, problems: list[str]) -> A
 
 def _check_semantics(cfg: dict[str, Any]) -> list[str]:
     from .models import canonical_name, model_class
+    from .train.build import SUPPLIED, augment_class, dataset_class, loss_class, optimizer_class, scheduler_class
 
     problems: list[str] = []
     tr = cfg["trainer"]
@@ -369,11 +312,11 @@ def _check_semantics(cfg: dict[str, Any]) -> list[str]:
     # optimizer, scheduler, loss
     opt_cls = _lookup(optimizer_class, cfg["optimizer"]["type"], problems)
     if opt_cls is not None:
-        problems += check_args(opt_cls, cfg["optimizer"]["args"], "optimizer.args", _SUPPLIED["optimizer"])
+        problems += check_args(opt_cls, cfg["optimizer"]["args"], "optimizer.args", SUPPLIED["optimizer"])
     if cfg["lr_scheduler"] is not None:
         sch_cls = _lookup(scheduler_class, cfg["lr_scheduler"]["type"], problems)
         if sch_cls is not None:
-            problems += check_args(sch_cls, cfg["lr_scheduler"]["args"], "lr_scheduler.args", _SUPPLIED["lr_scheduler"])
+            problems += check_args(sch_cls, cfg["lr_scheduler"]["args"], "lr_scheduler.args", SUPPLIED["lr_scheduler"])
     loss_cls = _lookup(loss_class, cfg["loss"]["type"], problems)
     if loss_cls is not None:
         problems += check_args(loss_cls, cfg["loss"]["args"], "loss.args")
@@ -402,7 +345,7 @@ def _check_semantics(cfg: dict[str, Any]) -> list[str]:
 
     if cfg["device_augment"]["enabled"]:
         try:
-            augment_cls = _import("danna_sep.data.augment:DeviceAugment")
+            augment_cls = augment_class()
         except ImportError as exc:
             problems.append(f"device_augment: not available ({exc})")
         else:

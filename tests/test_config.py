@@ -205,3 +205,17 @@ def test_file_errors(tmp_path: Path):
         read_config(bad)
     with pytest.raises(ConfigError, match="JSON object"):
         validate_config([1, 2])
+
+
+def test_validation_leaves_the_given_config_alone():
+    """The config flows one way: validate_config returns a new dict and shares no mutable part with its input."""
+    import copy
+
+    raw = read_config(CONFIGS / "unet_attn.json")
+    raw["device_augment"] = {"args": {"pitch_semitones": [0, 1]}}
+    before = copy.deepcopy(raw)
+    cfg = validate_config(raw)
+    assert raw == before
+    cfg["device_augment"]["args"]["pitch_semitones"].append(2)
+    cfg["arch"]["args"]["extra"] = 1
+    assert raw == before
