@@ -1,6 +1,6 @@
 """Separation defaults, shared by the Python API (:class:`danna_sep.Separator`) and ``danna separate``.
 
-They live apart from ``separate.py`` so that the command line can show them in ``--help`` without importing torch.
+They live apart from ``separate/`` so that the command line can show them in ``--help`` without importing torch.
 """
 DEFAULT_CHECKPOINTS = "~/danna-sep-checkpoints"  # else $DANNA_CHECKPOINTS or --checkpoints
 SPECTRAL_SEGMENT_FRAMES = 512  # the U-Net's training length (11.89 s), a multiple of its 64-frame pooling grid

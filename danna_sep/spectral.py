@@ -4,7 +4,7 @@ Parameters follow the original system: n_fft 4096, hop 1024, periodic Hann windo
 padding, so a signal of ``L`` samples gives ``1 + L // hop`` frames of ``n_fft // 2 + 1 = 2049`` bins.
 Unlike the original, the inverse takes the target length and returns exactly that many samples.
 """
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -15,6 +15,18 @@ from . import HOP_LENGTH, N_FFT  # noqa: F401 — defined torch-free in the pack
 def num_frames(length: int, hop_length: int = HOP_LENGTH) -> int:
     """Number of STFT frames for ``length`` samples (centred STFT)."""
     return 1 + length // hop_length
+
+
+def reflect_pads(length: int, n_fft: int = N_FFT) -> bool:
+    """Whether the centred STFT of ``length`` samples pads by reflection: that needs more than ``n_fft // 2``
+    samples; very short inputs are zero-padded instead."""
+    return length > n_fft // 2
+
+
+def frame_span(start: int, stop: int, n_fft: int = N_FFT, hop_length: int = HOP_LENGTH) -> Tuple[int, int]:
+    """The samples ``[first, last)`` that frames ``[start, stop)`` of the centred STFT cover, as positions in the
+    signal (negative or past its end where the frames reach into the padding)."""
+    return start * hop_length - n_fft // 2, (stop - 1) * hop_length + n_fft // 2
 
 
 def bandwidth_to_max_bin(sample_rate: float, n_fft: int, bandwidth: float) -> int:
@@ -42,8 +54,7 @@ class STFT(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
         x = x.reshape(-1, shape[-1])
-        # reflect padding needs more than n_fft // 2 samples; very short inputs get zero padding instead
-        pad_mode = "reflect" if shape[-1] > self.n_fft // 2 else "constant"
+        pad_mode = "reflect" if reflect_pads(shape[-1], self.n_fft) else "constant"
         spec = torch.stft(
             x,
             n_fft=self.n_fft,

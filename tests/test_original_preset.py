@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-import danna_sep.separate as separate_module
+import danna_sep.separate.streams as streams_module
 from danna_sep import HOP_LENGTH, SAMPLE_RATE, SOURCES
 from danna_sep.blend import Bag
 from danna_sep.cli import separate_main
@@ -208,7 +208,7 @@ def test_short_last_unet_chunk_is_padded_as_the_gpu_path(request, release, monke
                                                          tail):
     """A last U-Net chunk of 1–2 frames: 1.0.2 crashes on it (its CPU path); ours runs it zero-padded to 128
     frames and cropped, the numbers of its GPU path ("pad128")."""
-    monkeypatch.setattr(separate_module, "ORIGINAL_UNET_CHUNK", SHORT_CHUNK)
+    monkeypatch.setattr(streams_module, "ORIGINAL_UNET_CHUNK", SHORT_CHUNK)
     monkeypatch.setattr(pipeline, "UNET_CHUNK", SHORT_CHUNK)
     n = (SHORT_CHUNK - 2 + tail) * HOP_LENGTH + 100
     assert 1 + (n + ORIGINAL_END_PAD) // HOP_LENGTH == SHORT_CHUNK + tail  # frames after the 1024-sample pad

@@ -21,6 +21,7 @@ from danna_sep.errors import AudioError, CheckpointError, ConfigError
 from danna_sep.export import LoadedModel, ModelInfo, export_torchscript
 from danna_sep.separate import (WAVEFORM_BATCH, Separator, StreamingISTFT, TensorReader, _equal_length_groups,
                                 _read_padded, find_model_files, plan_segments, resolve_device, stem_plan)
+from danna_sep.separate.streams import _spectral_stream, _waveform_stream
 from danna_sep.spectral import STFT
 from danna_sep.wiener import wiener, wiener_windowed
 
@@ -331,8 +332,9 @@ def test_streams_hold_no_segment_temporaries_between_pieces():
     models = point_models()
     reader = TensorReader(music(4.0))
     sep = Separator(models, BLEND, segment=0.5, wiener_window=50)
-    for stream, allowed in ((sep._spectral_stream(models["unet"], reader, lambda f: None), {"window"}),
-                            (sep._waveform_stream(models["demucs"], reader, lambda f: None), set())):
+    calls, options = sep._calls, sep._stream_options()
+    for stream, allowed in ((_spectral_stream(models["unet"], reader, lambda f: None, calls, options), {"window"}),
+                            (_waveform_stream(models["demucs"], reader, lambda f: None, calls, options), set())):
         for _ in range(3):
             next(stream)
             held = {name for name, value in stream.gi_frame.f_locals.items() if isinstance(value, torch.Tensor)}

@@ -14,10 +14,13 @@ import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Tuple
 
 from .. import HOP_LENGTH, SAMPLE_RATE, SOURCES, defaults
 from ..errors import ConfigError, DannaError
+
+if TYPE_CHECKING:  # the package imports torch: only inside run, so that --help stays fast
+    from ..separate import FileJob
 
 HELP = "separate songs into drums, bass, other and vocals (also available as `danna-sep`)"
 
@@ -134,39 +137,6 @@ def _subtype(args: argparse.Namespace) -> Tuple[str, str]:
     return subtype, "flac" if args.flac else "wav"
 
 
-def _track_name(path: Path) -> Tuple[str, str]:
-    name = path.name
-    for suffix in (".stem.mp4", ".stem.m4a"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)], suffix[1:]
-    return path.stem, path.suffix.lstrip(".")
-
-
-def find_inputs(paths: List[Path], exclude: Optional[Path] = None) -> List[Path]:
-    """Files as given, folders searched recursively for audio files (sorted; hidden files and anything inside
-    ``exclude``, the output folder, are skipped). Missing paths are kept, to be reported as failures."""
-    from ..audio import FFMPEG_EXTENSIONS, SOUNDFILE_EXTENSIONS
-
-    extensions = set(SOUNDFILE_EXTENSIONS + FFMPEG_EXTENSIONS)
-    skip = exclude.resolve() if exclude is not None else None
-    found: List[Path] = []
-    for path in paths:
-        if not path.is_dir():
-            found.append(path)
-            continue
-        for f in sorted(path.rglob("*")):
-            rel = f.relative_to(path)
-            if not f.is_file() or f.suffix.lower() not in extensions or any(p.startswith(".") for p in rel.parts):
-                continue
-            if skip is not None and skip != path.resolve() and skip in f.resolve().parents:
-                continue
-            found.append(f)
-    unique: Dict[Path, None] = {}
-    for f in found:
-        unique.setdefault(f, None)
-    return list(unique)
-
-
 # --------------------------------------------------------------------------------------------------- progress
 
 
@@ -223,10 +193,8 @@ def _clock(seconds: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..audio import ClippingWarning, audio_info
-    from ..separate import Separator, resolve_device, stem_plan
+    from ..audio import ClippingWarning
+    from ..separate import Separator, find_inputs, prepare_files, resolve_device, stem_plan
 
     stems = [s.strip() for s in args.stems.split(",") if s.strip()] if args.stems is not None else None
     plan = stem_plan(stems, args.two_stems)
@@ -251,44 +219,19 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print("models: " + "; ".join(separator.describe_models()), file=sys.stderr)
     if device.type == "cpu":
-        # every model (with --parallel) and every file (with --jobs) runs in its own thread: share the cores out
-        # instead of stacking OpenMP teams on them
-        threads = (separator.stream_count() if parallel else 1) * min(args.jobs, len(inputs))
-        torch.set_num_threads(max(1, torch.get_num_threads() // threads))
+        separator.share_cores(min(args.jobs, len(inputs)))
 
-    failures: List[Tuple[Path, str]] = []
-    jobs: List[Tuple[int, Path, Dict[str, Path], float]] = []
-    claimed: Dict[Path, Path] = {}
-    for i, path in enumerate(inputs):
-        track, trackext = _track_name(path)
-        try:
-            dests = {stem: args.outdir / args.filename.format(track=track, trackext=trackext, stem=stem, ext=ext)
-                     for stem in plan}
-            clash = next((claimed[d] for d in dests.values() if d in claimed), None)
-            if clash is not None:
-                raise ConfigError(f"its outputs would overwrite those of {clash}; use {{trackext}} or a folder in "
-                                  "--filename to tell them apart")
-            if not args.force:
-                existing = [str(d) for d in dests.values() if d.exists()]
-                if existing:
-                    raise ConfigError(f"output exists: {', '.join(existing)} (use --force to overwrite)")
-            duration = audio_info(path).duration
-        except DannaError as exc:
-            failures.append((path, _message(path, exc)))
-            continue
-        claimed.update({d: path for d in dests.values()})
-        jobs.append((i, path, dests, duration))
-
-    bar = _Bar(sum(j[3] for j in jobs), args.quiet)
+    jobs, skipped = prepare_files(inputs, list(plan), args.outdir, args.filename, ext, overwrite=args.force)
+    failures: List[Tuple[Path, str]] = [(path, _message(path, exc)) for path, exc in skipped]
+    bar = _Bar(sum(job.duration for job in jobs), args.quiet)
     for path, message in failures:
         bar.write(f"skipped {path}: {message}")
 
-    def work(job: Tuple[int, Path, Dict[str, Path], float]) -> None:
-        key, path, dests, duration = job
+    def work(key: int, job: FileJob) -> None:
+        path, duration = job.input, job.duration
         try:
-            result = separator.separate_to_files(
-                path, dests, subtype=subtype, keep_rate=args.keep_rate, overwrite=args.force,
-                progress=lambda p: bar.update(key, path.name, p.fraction, duration))
+            result = separator.separate_job(job, subtype=subtype, keep_rate=args.keep_rate,
+                                            progress=lambda p: bar.update(key, path.name, p.fraction, duration))
         except DannaError as exc:
             failures.append((path, _message(path, exc)))
             bar.write(f"failed {path}: {_message(path, exc)}")
@@ -314,11 +257,11 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore", ClippingWarning)  # counted per file and reported in one line instead
         try:
             if args.jobs == 1 or len(jobs) == 1:
-                for job in jobs:
-                    work(job)
+                for key, job in enumerate(jobs):
+                    work(key, job)
             else:
                 with ThreadPoolExecutor(args.jobs) as pool:
-                    list(pool.map(work, jobs))
+                    list(pool.map(work, range(len(jobs)), jobs))
         finally:
             bar.close()
 

@@ -1,0 +1,214 @@
+"""The model streams: one model turns the track into its four stems, segment by segment, in time order."""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Callable, Iterator, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .. import SAMPLE_RATE
+from ..defaults import SPECTRAL_SEGMENT_FRAMES, WAVEFORM_SEGMENT_SECONDS
+from ..errors import CheckpointError
+from ..export import LoadedModel, check_contract
+from ..spectral import frame_span, num_frames, reflect_pads
+from .timeline import StreamingISTFT, _equal_length_groups, _FrameStore, _Timeline, crossfade, plan_segments
+from .tracks import TrackReader, _read_padded
+
+WAVEFORM_MARGIN = 4096  # extra samples fed after a waveform segment (the original Demucs returns ≤ ~2k fewer)
+# waveform segments per call on CPU: Demucs's BiLSTM steps cost about the same for 3 rows as for 1, and it runs its
+# convolutions item by item (3 segments of 10 s: 4.7 → 3.6 s, +175 MiB; 4 rows would cost twice as much per step)
+WAVEFORM_BATCH = 3
+# what danna-sep 1.0.2 did (``original=True``; its 1024 zeros after the track: separator.ORIGINAL_END_PAD): the U-Net
+# on non-overlapping chunks of 2584 frames (≈ 60 s), Demucs fed [22050 zeros | track] and clamped to ±0.99
+ORIGINAL_UNET_CHUNK = 2584
+ORIGINAL_SHORT_CHUNK = 128  # a last chunk too short for the U-Net's poolings: zero-padded to this (its GPU path)
+ORIGINAL_CLAMP = 0.99
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """How the streams cut and filter a track: the :class:`~danna_sep.separate.Separator` arguments of these
+    names (``original`` already applied to them)."""
+
+    segment: Optional[float]
+    overlap: float
+    split: bool
+    niter: int
+    wiener_window: Optional[int]
+    original: bool
+
+
+class ModelCalls:
+    """Runs the models for all streams of a separator: each model's output checked against its I/O contract on
+    its first call; ``parallel``: at most ``os.cpu_count()`` calls at once (more would only hold more
+    activations)."""
+
+    def __init__(self, parallel: bool):
+        self._gate = threading.BoundedSemaphore(max(1, os.cpu_count() or 1)) if parallel else None
+        self._checked: set = set()
+
+    def run(self, model: LoadedModel, x: Tensor) -> Tensor:
+        if self._gate is None:
+            return model(x)
+        with self._gate:
+            return model(x)
+
+    def check(self, model: LoadedModel, out: Tensor, inp: Tensor) -> None:
+        if id(model) not in self._checked:
+            check_contract(out, inp, model.info, model.name)
+            self._checked.add(id(model))
+
+
+def model_stream(role: str, model: LoadedModel, reader: TrackReader, report: Callable[[float], None],
+                 calls: ModelCalls, options: StreamOptions) -> Iterator[Tensor]:
+    """The stems ``(sources, channels, n)`` of ``model`` (playing ``role``) for ``reader``, piece by piece in time
+    order; ``report`` gets the fraction of its segments done."""
+    if model.info.domain == "spectral":
+        return _spectral_stream(model, reader, report, calls, options, role)
+    if options.original:
+        return _original_waveform_stream(model, reader, report, calls)
+    return _waveform_stream(model, reader, report, calls, options)
+
+
+def _model_input(x: Tensor, channels: int) -> Tensor:
+    # models are stereo by contract; a mono model (tiny configs) gets the mid channel
+    return x.mean(0, keepdim=True) if channels == 1 else x
+
+
+def _segment_frames(model: LoadedModel, total: int, options: StreamOptions) -> Tuple[int, int]:
+    multiple = model.info.frame_multiple
+    if not options.split:
+        return total, total
+    frames = SPECTRAL_SEGMENT_FRAMES if options.segment is None else \
+        round(options.segment * SAMPLE_RATE / model.info.hop_length)
+    frames = max(multiple, frames // multiple * multiple)
+    stride = max(multiple, int(frames * (1 - options.overlap)) // multiple * multiple)
+    return frames, stride
+
+
+def _spectral_stream(model: LoadedModel, reader: TrackReader, report: Callable[[float], None], calls: ModelCalls,
+                     options: StreamOptions, role: str = "") -> Iterator[Tensor]:
+    from ..wiener import wiener
+
+    info, dev = model.info, model.device
+    n_fft, hop = info.n_fft, info.hop_length
+    total = num_frames(reader.length, hop)
+    if options.original and role == "unet":  # the original's chunks, side by side
+        segments = [(a, min(a + ORIGINAL_UNET_CHUNK, total)) for a in range(0, total, ORIGINAL_UNET_CHUNK)]
+        ramp = 0
+    else:
+        seg, stride = _segment_frames(model, total, options)
+        segments = plan_segments(total, seg, stride, info.frame_multiple)
+        ramp = max(seg - stride, 0)
+    window = torch.hann_window(n_fft, device=dev)
+    reflect = reflect_pads(reader.length, n_fft)
+    wdtype = torch.float32 if dev.type == "mps" else torch.float64  # MPS has no float64
+    block = total if options.wiener_window is None else options.wiener_window
+    masks, mix = _Timeline(), _FrameStore()
+    istft = StreamingISTFT(n_fft, hop, reader.length, dev)
+
+    # Each step is a function so that its temporaries (spectrogram, masks, filtered frames: about 100 MB per
+    # segment) are freed on return instead of living in this generator while the other models run.
+    def analyse(a: int, b: int) -> None:
+        x = _read_padded(reader, *frame_span(a, b, n_fft, hop), reflect)
+        x = _model_input(x, info.channels).to(dev)
+        spec = torch.stft(x, n_fft, hop, window=window, center=False, return_complex=True)  # (C, bins, b − a)
+        mag = spec.abs()[None]
+        # fewer frames than the model's poolings need (a legacy U-Net fails on them; only a track that short, or
+        # the original's last chunk, gets one): zero-padded, the original to 128 frames as its GPU path did
+        # (its CPU path crashed there)
+        pad = max(ORIGINAL_SHORT_CHUNK, info.frame_multiple) if options.original else info.frame_multiple
+        short = b - a < info.frame_multiple
+        out = calls.run(model, F.pad(mag, [0, pad - (b - a)]) if short else mag)
+        out = out[..., : b - a]
+        calls.check(model, out, mag)
+        masks.add(a, out[0].float(), crossfade(b - a, ramp).to(dev))
+        mix.extend(a, spec)
+
+    def synthesise(stop: int) -> Tensor:
+        m, X = masks.pop(stop), mix.pop(stop)
+        with torch.inference_mode():  # no autograd: lets the filter take its cache-blocked path
+            Y = m * X if options.niter == 0 else wiener(m * X.abs(), X, options.niter, dtype=wdtype)
+        return istft.push(Y).cpu()
+
+    filtered = 0  # frames already through the Wiener filter
+    for k, (a, b) in enumerate(segments):
+        analyse(a, b)
+        final = segments[k + 1][0] if k + 1 < len(segments) else total
+        while filtered < final and (final - filtered >= block or final == total):
+            stop = min(filtered + block, final)
+            yield synthesise(stop)
+            filtered = stop
+        report((k + 1) / len(segments))
+    yield istft.finish().cpu()
+
+
+def _original_waveform_stream(model: LoadedModel, reader: TrackReader, report: Callable[[float], None],
+                              calls: ModelCalls) -> Iterator[Tensor]:
+    """danna-sep 1.0.2's Demucs pass: the whole track after 22050 zeros, read back from there, clamped.
+
+    Yields ``(sources, channels, length)``; samples past what the model returns stay zero, as in the original.
+    """
+    from ..export import ORIGINAL_DEMUCS_LEAD as lead
+
+    def analyse() -> Tensor:  # a function, as in _spectral_stream: temporaries die
+        x = _model_input(reader.read(-lead, reader.length + lead), model.info.channels)[None]
+        out = calls.run(model, x)
+        calls.check(model, out, x)
+        y = out.new_zeros(out.shape[1], out.shape[2], reader.length)
+        k = max(min(reader.length, out.shape[-1] - lead), 0)
+        y[..., :k] = out[0, ..., lead: lead + k]
+        return y.clamp(-ORIGINAL_CLAMP, ORIGINAL_CLAMP).float().cpu()
+
+    y = analyse()
+    report(1.0)
+    yield y
+
+
+def _waveform_stream(model: LoadedModel, reader: TrackReader, report: Callable[[float], None], calls: ModelCalls,
+                     options: StreamOptions) -> Iterator[Tensor]:
+    info, length = model.info, reader.length
+    # every segment's input starts on a sample ≡ −placement (mod grid), up to grid − 1 samples before the segment
+    grid, placement = info.grid, info.placement
+    if info.fixed_length is not None:  # e.g. an ONNX Demucs: every call gets exactly this many samples
+        seg = info.fixed_length - WAVEFORM_MARGIN - (grid - 1)
+        if seg < 1:
+            raise CheckpointError(f"{model.name}: its fixed input length {info.fixed_length} leaves no room "
+                                  f"for the {WAVEFORM_MARGIN}-sample margin and its {grid}-sample grid")
+        stride = max(1, int(seg * (1 - options.overlap)))
+    elif options.split:
+        seg = round((WAVEFORM_SEGMENT_SECONDS if options.segment is None else options.segment) * SAMPLE_RATE)
+        stride = max(1, int(seg * (1 - options.overlap)))
+    else:
+        seg = stride = length
+    segments = plan_segments(length, seg, stride)
+    ramp = max(seg - stride, 0)
+    timeline = _Timeline()
+    # other models (an ONNX graph, the original release) would run the whole batch at once, with the whole
+    # batch's activations; on GPUs batching is unmeasured
+    per_call = WAVEFORM_BATCH if info.itemwise_batches and model.device.type == "cpu" else 1
+
+    def analyse(group: List[Tuple[int, int]]) -> None:  # a function, as in _spectral_stream: temporaries die
+        size = group[0][1] - group[0][0]  # every segment of a group has this length
+        n = info.fixed_length or size + WAVEFORM_MARGIN + grid - 1
+        leads = [(a + placement) % grid for a, _ in group]
+        x = torch.stack([_model_input(reader.read(a - lead, n), info.channels) for (a, _), lead in zip(group, leads)])
+        out = calls.run(model, x)
+        calls.check(model, out, x)
+        if out.shape[-1] < max(leads) + size:
+            raise CheckpointError(f"{model.name}: returns {out.shape[-1]} samples for {n}, fewer than the "
+                                  f"{max(leads) + size} needed (more than {WAVEFORM_MARGIN} samples short)")
+        fade = crossfade(size, ramp)
+        for j, ((a, _), lead) in enumerate(zip(group, leads)):
+            timeline.add(a, out[j, ..., lead: lead + size].float().cpu(), fade)
+
+    done = 0
+    for group in _equal_length_groups(segments, per_call):
+        analyse(group)
+        done += len(group)
+        report(done / len(segments))
+        yield timeline.pop(segments[done][0] if done < len(segments) else length)

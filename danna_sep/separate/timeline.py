@@ -1,0 +1,158 @@
+"""Time bookkeeping of the streams: where segments start, how they cross-fade, overlap-add and the streaming iSTFT."""
+from __future__ import annotations
+
+from typing import Iterator, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _equal_length_groups(segments: List[Tuple[int, int]], size: int) -> Iterator[List[Tuple[int, int]]]:
+    """Consecutive ``segments`` in groups of up to ``size`` that have the same length (one model call each)."""
+    group: List[Tuple[int, int]] = []
+    for a, b in segments:
+        if group and (len(group) == size or b - a != group[0][1] - group[0][0]):
+            yield group
+            group = []
+        group.append((a, b))
+    if group:
+        yield group
+
+
+def plan_segments(total: int, segment: int, stride: int, multiple: int = 1) -> List[Tuple[int, int]]:
+    """``(start, stop)`` of overlapping segments covering ``[0, total)``.
+
+    Segments start every ``stride`` (a multiple of ``multiple``); the last one starts on the last multiple of
+    ``multiple`` at or before ``total − segment`` and runs to ``total`` (so it is never shorter than ``segment``,
+    and at most ``multiple − 1`` longer).
+    """
+    if segment >= total:
+        return [(0, total)]
+    starts = list(range(0, total - segment, stride))
+    last = (total - segment) // multiple * multiple
+    if starts[-1] == last:
+        starts.pop()
+    starts.append(last)
+    return [(a, a + segment if i + 1 < len(starts) else total) for i, a in enumerate(starts)]
+
+
+def crossfade(length: int, ramp: int) -> Tensor:
+    """Trapezoid weights ``(length,)``: linear ramps of ``ramp`` samples/frames at both ends, 1 in between."""
+    i = torch.arange(length, dtype=torch.float32)
+    if ramp <= 0:
+        return torch.ones(length)
+    return torch.minimum(torch.minimum((i + 1) / (ramp + 1), (length - i) / (ramp + 1)), torch.ones(()))
+
+
+class _Timeline:
+    """Weighted overlap-add along the last axis at absolute positions; :meth:`pop` hands out the finished prefix."""
+
+    def __init__(self) -> None:
+        self.start = 0
+        self.values: Optional[Tensor] = None
+        self.weight: Optional[Tensor] = None
+
+    def add(self, start: int, values: Tensor, weight: Tensor) -> None:
+        if self.values is None:
+            self.values = values.new_zeros(values.shape[:-1] + (0,))
+            self.weight = weight.new_zeros(0)
+        n = values.shape[-1]
+        grow = start + n - (self.start + self.values.shape[-1])
+        if grow > 0:
+            self.values = torch.cat([self.values, self.values.new_zeros(self.values.shape[:-1] + (grow,))], -1)
+            self.weight = torch.cat([self.weight, self.weight.new_zeros(grow)])
+        i = start - self.start
+        assert i >= 0, "a segment reached back into output already handed out"
+        self.values[..., i: i + n] += values * weight
+        self.weight[i: i + n] += weight
+
+    def pop(self, stop: int) -> Tensor:
+        k = stop - self.start
+        out = self.values[..., :k] / self.weight[:k]
+        self.values, self.weight = self.values[..., k:].clone(), self.weight[k:].clone()
+        self.start = stop
+        return out
+
+
+class _FrameStore:
+    """The mixture's STFT frames between the Wiener filter's position and the last segment's end."""
+
+    def __init__(self) -> None:
+        self.start = 0
+        self.frames: Optional[Tensor] = None
+
+    def extend(self, start: int, frames: Tensor) -> None:
+        end = self.start + (0 if self.frames is None else self.frames.shape[-1])
+        new = frames[..., max(end - start, 0):]
+        self.frames = new if self.frames is None else torch.cat([self.frames, new], -1)
+
+    def pop(self, stop: int) -> Tensor:
+        k = stop - self.start
+        out, self.frames = self.frames[..., :k], self.frames[..., k:]
+        self.start = stop
+        return out
+
+
+class StreamingISTFT:
+    """Inverse of the centred STFT, fed frames in order, handing out samples as soon as they are final.
+
+    Produces the same samples as ``torch.istft(..., center=True, length=length)`` on all frames at once:
+    windowed inverse FFTs overlap-added and divided by the summed squared window.
+    """
+
+    def __init__(self, n_fft: int, hop_length: int, length: int, device: torch.device = torch.device("cpu")):
+        self.n_fft, self.hop, self.length = n_fft, hop_length, length
+        self.window = torch.hann_window(n_fft, device=device)
+        self.pad = n_fft // 2  # padded position p is sample p − pad
+        self.frames = 0  # frames received
+        self.acc: Optional[Tensor] = None  # overlap-added samples from padded position `acc_start`
+        self.env: Optional[Tensor] = None
+        self.acc_start = self.pad
+        self.emitted = 0  # samples handed out
+
+    def _fold(self, cols: Tensor, frames: int) -> Tensor:
+        span = (frames - 1) * self.hop + self.n_fft
+        out = F.fold(cols, (1, span), (1, self.n_fft), stride=(1, self.hop))
+        return out.reshape(cols.shape[0], span)
+
+    def push(self, spec: Tensor) -> Tensor:
+        """``spec`` complex ``(..., bins, n)`` (the next ``n`` frames) → the samples now final ``(..., k)``."""
+        lead, n = spec.shape[:-2], spec.shape[-1]
+        cols = torch.fft.irfft(spec, n=self.n_fft, dim=-2) * self.window[:, None]  # (..., n_fft, n)
+        ola = self._fold(cols.reshape(-1, self.n_fft, n), n).reshape(*lead, -1)
+        env = self._fold((self.window.square()[:, None].expand(self.n_fft, n))[None], n)[0]
+        first = self.frames * self.hop  # padded position of ola[..., 0]
+        if self.acc is None:
+            self.acc = ola.new_zeros(*lead, 0)
+            self.env = env.new_zeros(0)
+        # extend the accumulator to the new span, then add (positions before acc_start are not needed)
+        end = first + ola.shape[-1]
+        grow = end - (self.acc_start + self.acc.shape[-1])
+        if grow > 0:
+            self.acc = torch.cat([self.acc, self.acc.new_zeros(*lead, grow)], -1)
+            self.env = torch.cat([self.env, self.env.new_zeros(grow)])
+        skip = max(self.acc_start - first, 0)
+        i = first + skip - self.acc_start
+        self.acc[..., i: i + ola.shape[-1] - skip] += ola[..., skip:]
+        self.env[i: i + ola.shape[-1] - skip] += env[skip:]
+        self.frames += n
+        return self._emit(self.frames * self.hop)  # positions before the next frame's start are complete
+
+    def _emit(self, final: int) -> Tensor:
+        stop = min(final, self.length + self.pad)
+        k = min(max(stop - self.acc_start, 0), self.acc.shape[-1])
+        out = self.acc[..., :k] / self.env[:k]
+        self.acc, self.env = self.acc[..., k:], self.env[k:]
+        self.acc_start += k
+        self.emitted += k
+        return out
+
+    def finish(self) -> Tensor:
+        """The remaining samples up to ``length`` (zeros past the last frame, as ``torch.istft``)."""
+        out = self._emit(self.length + self.pad)
+        missing = self.length - self.emitted
+        if missing > 0:
+            out = torch.cat([out, out.new_zeros(*out.shape[:-1], missing)], -1)
+            self.emitted = self.length
+        return out
