@@ -424,3 +424,15 @@ def test_default_mode_pads_a_track_shorter_than_the_unet_poolings(request, folde
     [x] = calls
     assert x.shape[-1] == 64 and (x[..., frames:] == 0).all() and (x[..., :frames] != 0).any()
     assert got.shape == (4, 2, n) and torch.isfinite(got).all() and (got.abs().amax((1, 2)) > 0).all()
+
+
+def test_a_missing_input_is_reported_before_any_download(tmp_path, capsys, monkeypatch):
+    """Nothing to separate, nothing fetched: the input is checked before the models are looked for."""
+    monkeypatch.delenv("DANNA_OFFLINE", raising=False)
+    monkeypatch.setenv("DANNA_MODEL_URL", "http://127.0.0.1:9")  # the discard port: any download attempt fails
+    empty = tmp_path / "models"
+    code = separate_main(["--checkpoints", str(empty), "-o", str(tmp_path / "out"), str(tmp_path / "missing.wav")])
+    err = capsys.readouterr().err
+    assert code == 1 and "missing.wav: file not found" in err and "Traceback" not in err
+    assert "127.0.0.1" not in err and "models:" not in err
+    assert not empty.exists() and not (tmp_path / "out").exists()

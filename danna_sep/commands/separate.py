@@ -209,6 +209,11 @@ def run(args: argparse.Namespace) -> int:
     _check_original(args)
     device = resolve_device(args.device)
     parallel = args.parallel and device.type == "cpu"
+    # inputs and outputs first: a missing input or an existing output must not wait for (or start) a download
+    jobs, skipped = prepare_files(inputs, list(plan), args.outdir, args.filename, ext, overwrite=args.force)
+    failures: List[Tuple[Path, str]] = [(path, _message(path, exc)) for path, exc in skipped]
+    if not jobs:
+        return _summary(failures, inputs)
     separator = Separator.from_checkpoints(
         args.checkpoints, fast=args.fast, bag=args.bag, device=str(device), download=not args.no_download,
         imported=not args.released_files, notify=lambda line: print(line, file=sys.stderr), quiet=args.quiet,
@@ -221,8 +226,6 @@ def run(args: argparse.Namespace) -> int:
     if device.type == "cpu":
         separator.share_cores(min(args.jobs, len(inputs)))
 
-    jobs, skipped = prepare_files(inputs, list(plan), args.outdir, args.filename, ext, overwrite=args.force)
-    failures: List[Tuple[Path, str]] = [(path, _message(path, exc)) for path, exc in skipped]
     bar = _Bar(sum(job.duration for job in jobs), args.quiet)
     for path, message in failures:
         bar.write(f"skipped {path}: {message}")
@@ -265,6 +268,11 @@ def run(args: argparse.Namespace) -> int:
         finally:
             bar.close()
 
+    return _summary(failures, inputs)
+
+
+def _summary(failures: List[Tuple[Path, str]], inputs: List[Path]) -> int:
+    """Exit status 1 and the list of failed files, if any failed."""
     if failures:
         print(f"danna separate: {len(failures)} of {len(inputs)} file(s) failed:", file=sys.stderr)
         for path, message in failures:
