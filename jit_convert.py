@@ -3,6 +3,7 @@
 Builds the model from CONFIG's ``arch``, loads CHECKPOINT's weights strictly and writes the TorchScript file that
 danna-sep loads (with its metadata); the same as ``danna export CONFIG CHECKPOINT OUT.pth``.
 """
+
 import sys
 
 from danna_sep.cli import main

@@ -3,6 +3,7 @@
 
 Also the script to give ``torchrun``: ``torchrun --nproc_per_node 4 train.py configs/unet_attn.json``.
 """
+
 import sys
 
 from danna_sep.cli import main

@@ -3,6 +3,7 @@
 Converts the official pretrained X-UMX (Asteroid's ``pretrained_xumx_musdb18HQ.pth``) into a danna-sep
 checkpoint; the same as ``danna convert-xumx INFILE OUTFILE``.
 """
+
 import sys
 
 from danna_sep.cli import main

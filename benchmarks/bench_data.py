@@ -13,6 +13,7 @@ Prints the best of ``--repeat`` timings. Numbers are noisy on a shared machine: 
 
     .venv/bin/python benchmarks/bench_data.py [--tracks 6] [--track-seconds 20] [--seq 6] [--items 48] [--repeat 3]
 """
+
 import argparse
 import random
 import tempfile
@@ -93,17 +94,21 @@ def main() -> None:
         make_synthetic_dataset(root, {"train": args.tracks}, seconds=args.track_seconds, seed=0)
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
         audio = args.tracks * args.track_seconds
-        print(f"synthetic rendering: {audio:.0f} s of audio (4 stems + mixture written) in {cpu:.2f} s CPU / "
-              f"{wall:.2f} s wall → {audio / cpu:.1f}× real time (CPU), {audio / wall:.1f}× (wall)")
+        print(
+            f"synthetic rendering: {audio:.0f} s of audio (4 stems + mixture written) in {cpu:.2f} s CPU / "
+            f"{wall:.2f} s wall → {audio / cpu:.1f}× real time (CPU), {audio / wall:.1f}× (wall)"
+        )
 
         ds = MUSDBDataset(root, "train", seq_duration=args.seq, samples_per_track=args.items, valid_tracks=[])
         rows = [("danna_sep MUSDBDataset", best_of(lambda: [ds[i] for i in range(args.items)], args.repeat))]
-        rows.append(("original FastMUSDB recipe", best_of(lambda: original_fastmusdb(root, args.seq, args.items),
-                                                         args.repeat)))
+        rows.append(
+            ("original FastMUSDB recipe", best_of(lambda: original_fastmusdb(root, args.seq, args.items), args.repeat))
+        )
         if not args.skip_peer:
             try:
-                rows.append(("musdb package (open-unmix)", best_of(lambda: musdb_peer(root, args.seq, args.items),
-                                                                  args.repeat)))
+                rows.append(
+                    ("musdb package (open-unmix)", best_of(lambda: musdb_peer(root, args.seq, args.items), args.repeat))
+                )
             except Exception as exc:  # the peer needs ffmpeg binaries
                 print(f"musdb peer skipped: {exc}")
         ours = rows[0][1][0]
@@ -111,8 +116,10 @@ def main() -> None:
         print(f"{'loader':30s} {'items/s':>9s} {'ms/item':>9s} {'CPU ms/item':>12s} {'speed vs danna_sep':>19s}")
         for name, (wall, cpu) in rows:
             # the musdb peer decodes in ffmpeg child processes: its CPU column misses their time
-            print(f"{name:30s} {args.items / wall:9.1f} {1000 * wall / args.items:9.1f} "
-                  f"{1000 * cpu / args.items:12.1f} {ours / wall:18.2f}×")
+            print(
+                f"{name:30s} {args.items / wall:9.1f} {1000 * wall / args.items:9.1f} "
+                f"{1000 * cpu / args.items:12.1f} {ours / wall:18.2f}×"
+            )
 
     batch = torch.randn(4, 4, 2, int(args.seq * SR), generator=torch.Generator().manual_seed(0)) * 0.1
     aug = DeviceAugment()
@@ -121,8 +128,10 @@ def main() -> None:
     t = best_of(lambda: [aug(batch, gen) for _ in range(5)], args.repeat)[0] / 5
     full = DeviceAugment(pitch_p=1.0, speed_p=1.0)
     t_full = best_of(lambda: full(batch, gen), args.repeat)[0]
-    print(f"\ndevice augmentation on CPU (1 thread), batch 4 × 4 stems × {args.seq:g} s: "
-          f"{1000 * t:.0f} ms/batch at p=.2 (default), {1000 * t_full:.0f} ms/batch with every stem shifted and sped")
+    print(
+        f"\ndevice augmentation on CPU (1 thread), batch 4 × 4 stems × {args.seq:g} s: "
+        f"{1000 * t:.0f} ms/batch at p=.2 (default), {1000 * t_full:.0f} ms/batch with every stem shifted and sped"
+    )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ Every model runs under :func:`danna_sep.runtime.keep_freed_memory` (as the ``dan
     .venv/bin/python benchmarks/bench_demucs.py [--repeat 3] [--threads N] [--infer-seconds 10] [--train-seconds 6]
                                                 [--default-malloc]
 """
+
 import argparse
 import time
 
@@ -42,9 +43,12 @@ def build_models():
 
     torch.manual_seed(0)
     peer = dict(sources=list(SOURCES), channels=48, depth=6)
-    return {"DemucsSplit": DemucsSplit(), "demucs.Demucs": Demucs(**peer),
-            "+BiLSTM": Demucs(**peer, lstm_layers=2),
-            "v2": Demucs(**peer, lstm_layers=2, dconv_mode=0, gelu=False, norm_starts=peer["depth"])}
+    return {
+        "DemucsSplit": DemucsSplit(),
+        "demucs.Demucs": Demucs(**peer),
+        "+BiLSTM": Demucs(**peer, lstm_layers=2),
+        "v2": Demucs(**peer, lstm_layers=2, dconv_mode=0, gelu=False, norm_starts=peer["depth"]),
+    }
 
 
 def time_inference(model: torch.nn.Module, mix: torch.Tensor) -> float:
@@ -93,8 +97,11 @@ def main() -> None:
     stems = 0.5 * torch.randn(1, 4, 2, train_len, generator=gen)
     mix_train = stems.sum(dim=1)
     # the Adam cases run after the fwd+bwd case and step on its last gradients; tiny lr keeps the models intact
-    optimizers = {(name, fused): torch.optim.Adam(model.parameters(), lr=1e-9, fused=fused)
-                  for name, model in models.items() for fused in (False, True)}
+    optimizers = {
+        (name, fused): torch.optim.Adam(model.parameters(), lr=1e-9, fused=fused)
+        for name, model in models.items()
+        for fused in (False, True)
+    }
 
     cases = {
         f"inference {args.infer_seconds:g} s": lambda name: time_inference(models[name], mix_infer),
@@ -118,7 +125,10 @@ def main() -> None:
     print(f"CPU, {torch.get_num_threads()} threads, batch 1, min of {args.repeat} interleaved runs")
     params = {name: sum(p.numel() for p in m.parameters()) for name, m in models.items()}
     print("parameters: " + ", ".join(f"{name} {n:,}" for name, n in params.items()))
-    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+
+    def count(module):
+        return sum(p.numel() for p in module.parameters())
+
     shared = {name: (count(models[name].encoder), count(models[name].lstm.lstm)) for name in ("DemucsSplit", "v2")}
     print("encoder, BiLSTM parameters: " + ", ".join(f"{name} {e:,}, {b:,}" for name, (e, b) in shared.items()))
     if shared["DemucsSplit"] != shared["v2"]:
@@ -130,8 +140,10 @@ def main() -> None:
     print("-" * len(header))
     for case in [*cases, "train step (foreach)", "train step (fused)"]:
         mine = best[case, ours]
-        print(f"{case:<22} {mine:>14.2f}" + "".join(f" {best[case, peer]:>16.2f} {mine / best[case, peer]:>6.2f}"
-                                                    for peer in peers))
+        print(
+            f"{case:<22} {mine:>14.2f}"
+            + "".join(f" {best[case, peer]:>16.2f} {mine / best[case, peer]:>6.2f}" for peer in peers)
+        )
     print("times are noisy when other jobs share the CPU; the min is the least disturbed run")
 
 

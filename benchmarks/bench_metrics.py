@@ -9,6 +9,7 @@ process) is printed too: on a shared machine it is a steadier measure than wall-
 
 bss_sdr runs on one thread by design; museval's dense solves use numpy's BLAS with its default threads.
 """
+
 import argparse
 import time
 
@@ -61,16 +62,20 @@ def main() -> None:
         args.museval_repeat,
     )
 
-    print(f"BSSEval v4, {args.sources} sources x 2 ch x {args.seconds:g} s (bss_sdr: 1 thread; museval: numpy BLAS "
-          f"default threads; {torch.get_num_threads()} cores visible to torch)")
+    print(
+        f"BSSEval v4, {args.sources} sources x 2 ch x {args.seconds:g} s (bss_sdr: 1 thread; museval: numpy BLAS "
+        f"default threads; {torch.get_num_threads()} cores visible to torch)"
+    )
     print(f"{'implementation':<22}{'wall (s)':>10}{'CPU (s)':>10}")
     print(f"{'museval.evaluate':<22}{t_ref:>10.3f}{c_ref:>10.3f}")
     print(f"{'danna_sep bss_sdr':<22}{t_ours:>10.3f}{c_ours:>10.3f}")
     print(f"speed-up: {t_ref / t_ours:.1f}x wall, {c_ref / c_ours:.1f}x CPU time")
-    for name, a, b in zip(("SDR", "ISR", "SIR", "SAR"), ref, ours):
+    for name, a, b in zip(("SDR", "ISR", "SIR", "SAR"), ref, ours, strict=True):
         same_nan = bool((np.isnan(a) == np.isnan(b)).all())
-        print(f"{name}: max |diff| = {np.nanmax(np.abs(a - b)):.2e} dB, NaN positions equal: {same_nan}, "
-              f"median {np.nanmedian(b, axis=1).round(3).tolist()}")
+        print(
+            f"{name}: max |diff| = {np.nanmax(np.abs(a - b)):.2e} dB, NaN positions equal: {same_nan}, "
+            f"median {np.nanmedian(b, axis=1).round(3).tolist()}"
+        )
 
 
 if __name__ == "__main__":

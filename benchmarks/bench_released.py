@@ -20,6 +20,7 @@ Each run's stems are compared with the original's (SDR per stem, dB: 10 log10 |r
     .venv/bin/python benchmarks/bench_released.py [--seconds 58] [--threads 2] [--repeat 1]
                                                   [--skip MODE,...] [--cache .bench/released-full]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from bench_separate import SAMPLE_RATE, make_song, measure
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,8 +49,11 @@ def child(mode: str, wav_path: str, out_dir: str, cache: str) -> dict:
         sys.path.insert(0, str(REPO))
         from tests.original_release.pipeline import separate_original
 
-        files = {"xumx": folder / "xumx.onnx", "unet": folder / "unet_attention.pth",
-                 "demucs": folder / "demucs_4_decoders.pth"}
+        files = {
+            "xumx": folder / "xumx.onnx",
+            "unet": folder / "unet_attention.pth",
+            "demucs": folder / "demucs_4_decoders.pth",
+        }
         wav, _ = load_audio(wav_path)
         stems = separate_original(wav, files, short_chunk="pad128")
         for i, stem in enumerate(SOURCES):
@@ -60,12 +63,12 @@ def child(mode: str, wav_path: str, out_dir: str, cache: str) -> dict:
         from danna_sep.separate import Separator
 
         preset, which = mode.split("-")
-        sep = Separator.from_checkpoints(folder, imported=which == "imported", original=preset == "preset",
-                                         device="cpu")
+        sep = Separator.from_checkpoints(
+            folder, imported=which == "imported", original=preset == "preset", device="cpu"
+        )
         sep.separate_to_files(wav_path, {s: out / f"{s}.wav" for s in SOURCES}, subtype="FLOAT", overwrite=True)
         models = sep.describe_models()
-    return {"mode": mode, "seconds": time.perf_counter() - start, "models": models,
-            "maxrss_mb": _maxrss_mb()}
+    return {"mode": mode, "seconds": time.perf_counter() - start, "models": models, "maxrss_mb": _maxrss_mb()}
 
 
 def _maxrss_mb() -> float:
@@ -78,9 +81,9 @@ def build_release(cache: Path) -> None:
     """The full-size release-layout files and their imports in ``cache`` (kept between runs)."""
     sys.path.insert(0, str(REPO))
     from danna_sep.release.convert import import_released
-    from tests.original_release.build import ONNX_FILE, FILES, write_release
+    from tests.original_release.build import FILES, ONNX_FILE, write_release
 
-    names = list(FILES.values()) + [ONNX_FILE]
+    names = [*list(FILES.values()), ONNX_FILE]
     if not all((cache / n).is_file() for n in names):
         print(f"building full-size release-layout files in {cache} (once, a few minutes)", file=sys.stderr)
         write_release(cache, size="full", seed=0)
@@ -91,7 +94,7 @@ def build_release(cache: Path) -> None:
 
 def sdr(ref: np.ndarray, est: np.ndarray) -> float:
     err = float(np.sum((ref - est) ** 2))
-    return float("inf") if err == 0 else 10 * np.log10(float(np.sum(ref ** 2)) / err)
+    return float("inf") if err == 0 else 10 * np.log10(float(np.sum(ref**2)) / err)
 
 
 def main() -> None:
@@ -138,34 +141,42 @@ def main() -> None:
             for _ in range(args.repeat):
                 out = Path(tmp) / mode
                 out.mkdir(exist_ok=True)
-                runs.append(measure(mode, song, args.threads, script=__file__, out_dir=out,
-                                    extra=["--cache", str(args.cache)]))
+                runs.append(
+                    measure(mode, song, args.threads, script=__file__, out_dir=out, extra=["--cache", str(args.cache)])
+                )
             ok = [r for r in runs if "error" not in r]
             best = min(ok, key=lambda r: r["seconds"]) if ok else runs[0]
             if ok:
-                outputs[mode] = np.stack([sf.read(Path(tmp) / mode / f"{s}.wav", dtype="float32")[0].T
-                                          for s in SOURCES])
+                outputs[mode] = np.stack(
+                    [sf.read(Path(tmp) / mode / f"{s}.wav", dtype="float32")[0].T for s in SOURCES]
+                )
             rows.append((mode, best))
             print(f"  {mode}: {json.dumps(best)}", file=sys.stderr)
 
-    print(f"\nreleased-layout full-size files, {args.seconds:g} s stereo, CPU, {args.threads} thread(s) "
-          f"(min of {args.repeat}; models loaded inside the timing; the CPU is shared, so times are noisy)")
-    print(f"{'mode':<18}{'wall':>9}{'× real time':>13}{'peak RSS MB':>13}{'vs original':>13}"
-          f"   SDR vs original per stem (dB: {', '.join(SOURCES)})")
+    print(
+        f"\nreleased-layout full-size files, {args.seconds:g} s stereo, CPU, {args.threads} thread(s) "
+        f"(min of {args.repeat}; models loaded inside the timing; the CPU is shared, so times are noisy)"
+    )
+    print(
+        f"{'mode':<18}{'wall':>9}{'× real time':>13}{'peak RSS MB':>13}{'vs original':>13}"
+        f"   SDR vs original per stem (dB: {', '.join(SOURCES)})"
+    )
     base = dict(rows).get("original")
     for mode, r in rows:
         if "error" in r:
             print(f"{mode:<18}  {r['error']}")
             continue
-        speed = (f"{base['seconds'] / r['seconds']:>12.2f}×" if base and "error" not in base else f"{'-':>13}")
+        speed = f"{base['seconds'] / r['seconds']:>12.2f}×" if base and "error" not in base else f"{'-':>13}"
         if "original" in outputs and mode in outputs and mode != "original":
             n = min(outputs["original"].shape[-1], outputs[mode].shape[-1])
-            sdrs = ", ".join(f"{sdr(outputs['original'][i, :, :n], outputs[mode][i, :, :n]):.1f}"
-                             for i in range(len(SOURCES)))
+            sdrs = ", ".join(
+                f"{sdr(outputs['original'][i, :, :n], outputs[mode][i, :, :n]):.1f}" for i in range(len(SOURCES))
+            )
         else:
             sdrs = "-"
-        print(f"{mode:<18}{r['seconds']:>8.1f}s{args.seconds / r['seconds']:>13.2f}{r['peak_mb']:>13.0f}{speed}"
-              f"   {sdrs}")
+        print(
+            f"{mode:<18}{r['seconds']:>8.1f}s{args.seconds / r['seconds']:>13.2f}{r['peak_mb']:>13.0f}{speed}   {sdrs}"
+        )
     for mode, r in rows:
         if "models" in r:
             print(f"{mode}: {'; '.join(r['models'])}")

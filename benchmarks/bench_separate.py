@@ -23,19 +23,21 @@ and take the minimum. ``--long SECONDS`` adds a long run of ``ours`` to show tha
     .venv/bin/python benchmarks/bench_separate.py [--seconds 60] [--long 600] [--threads 2] [--variants]
                                                   [--skip original,demucs] [--repeat 1] [--default-malloc]
 """
+
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
-import math
 import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -123,9 +125,10 @@ def child(mode: str, wav_path: str, out_dir: str) -> dict:
             sep = Separator(models, bag, parallel=mode == "ours-parallel", progress=progress)
             if mode == "ours-parallel":
                 torch.set_num_threads(max(1, torch.get_num_threads() // sep.stream_count()))
-            sep.separate_to_files(wav_path, {s: Path(out_dir) / f"{s}.wav" for s in SOURCES}, subtype="FLOAT",
-                                  overwrite=True)
-        result["seconds_by_tenth"] = [round(b - a, 1) for a, b in zip([0.0] + tenths, tenths)]
+            sep.separate_to_files(
+                wav_path, {s: Path(out_dir) / f"{s}.wav" for s in SOURCES}, subtype="FLOAT", overwrite=True
+            )
+        result["seconds_by_tenth"] = [round(b - a, 1) for a, b in itertools.pairwise([0.0, *tenths])]
     result["seconds"] = time.perf_counter() - start
     result["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
@@ -145,13 +148,22 @@ def make_song(path: Path, seconds: float, seed: int = 0) -> None:
         for start in range(0, int(seconds * SAMPLE_RATE), block):
             n = min(block, int(seconds * SAMPLE_RATE) - start)
             t = (start + np.arange(n)) / SAMPLE_RATE
-            x = sum(0.05 * np.sin(2 * np.pi * fr * t + k) * (1 + np.sin(0.3 * t * (k + 1))) for k, fr in enumerate(freqs))
+            x = sum(
+                0.05 * np.sin(2 * np.pi * fr * t + k) * (1 + np.sin(0.3 * t * (k + 1))) for k, fr in enumerate(freqs)
+            )
             noise = 0.05 * rng.standard_normal((n, 2)) * (np.sin(2 * np.pi * 2 * t) > 0.6)[:, None]
             f.write(np.stack([x, 0.8 * x + 0.1 * np.roll(x, 7)], 1) + noise)
 
 
-def measure(mode: str, wav: Path, threads: int, default_malloc: bool = False, script: str = __file__,
-            out_dir: Optional[Path] = None, extra: Sequence[str] = ()) -> dict:
+def measure(
+    mode: str,
+    wav: Path,
+    threads: int,
+    default_malloc: bool = False,
+    script: str = __file__,
+    out_dir: Path | None = None,
+    extra: Sequence[str] = (),
+) -> dict:
     """Run ``script --child MODE WAV OUT [extra…]`` in its own process; its JSON result plus the peak RSS sampled
     here. ``out_dir``: where the child writes its stems (default: a temporary folder, removed afterwards)."""
     import psutil
@@ -159,15 +171,18 @@ def measure(mode: str, wav: Path, threads: int, default_malloc: bool = False, sc
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with tempfile.TemporaryDirectory() as tmp:
         out = str(out_dir or tmp)
-        proc = subprocess.Popen([sys.executable, script, "--child", mode, str(wav), out, "--threads", str(threads)]
-                                + (["--default-malloc"] if default_malloc else []) + list(extra),
-                                stdout=subprocess.PIPE, text=True, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, script, "--child", mode, str(wav), out, "--threads", str(threads)]
+            + (["--default-malloc"] if default_malloc else [])
+            + list(extra),
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         ps, samples = psutil.Process(proc.pid), []
         while proc.poll() is None:
-            try:
+            with contextlib.suppress(psutil.Error):
                 samples.append(ps.memory_info().rss / 2**20)
-            except psutil.Error:
-                pass
             time.sleep(0.1)
         out_text = proc.stdout.read()
         if proc.returncode != 0:
@@ -176,8 +191,9 @@ def measure(mode: str, wav: Path, threads: int, default_malloc: bool = False, sc
     result["peak_mb"] = max(max(samples, default=0.0), result["maxrss_mb"])
     # the largest RSS in each tenth of the run (model loading included): flat means bounded memory
     tenth = max(len(samples) // 10, 1)
-    result["rss_by_tenth_mb"] = [round(max(samples[i: i + tenth])) for i in range(0, tenth * 10, tenth)
-                                 if samples[i: i + tenth]]
+    result["rss_by_tenth_mb"] = [
+        round(max(samples[i : i + tenth])) for i in range(0, tenth * 10, tenth) if samples[i : i + tenth]
+    ]
     return result
 
 
@@ -189,9 +205,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--variants", action="store_true", help="add ours-serial and one model at a time")
     parser.add_argument("--skip", default="", help="comma-separated modes to leave out (original, demucs)")
-    parser.add_argument("--default-malloc", action="store_true",
-                        help="leave glibc's malloc as it is in every run (default: keep_freed_memory() in all runs, "
-                             "the peer's too, as the danna commands do)")
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc's malloc as it is in every run (default: keep_freed_memory() in all runs, "
+        "the peer's too, as the danna commands do)",
+    )
     parser.add_argument("--child", nargs=3, metavar=("MODE", "WAV", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -224,16 +243,20 @@ def main() -> None:
             make_song(long_song, args.long, seed=1)
             rows.append(("ours", args.long, measure("ours", long_song, args.threads, args.default_malloc)))
 
-    print(f"\nseparation on CPU, {args.threads} thread(s), random-weight full-size models "
-          f"(min of {args.repeat}; the CPU is shared, so times are noisy); malloc: "
-          f"{'glibc defaults' if args.default_malloc else 'keep_freed_memory() in every run'}")
+    print(
+        f"\nseparation on CPU, {args.threads} thread(s), random-weight full-size models "
+        f"(min of {args.repeat}; the CPU is shared, so times are noisy); malloc: "
+        f"{'glibc defaults' if args.default_malloc else 'keep_freed_memory() in every run'}"
+    )
     print(f"{'mode':<14}{'audio':>8}{'wall':>10}{'× real time':>13}{'models MB':>11}{'peak RSS MB':>13}")
     for mode, seconds, r in rows:
         if "error" in r:
             print(f"{mode:<14}{seconds:>7.0f}s  {r['error']}")
             continue
-        print(f"{mode:<14}{seconds:>7.0f}s{r['seconds']:>9.1f}s{seconds / r['seconds']:>13.2f}"
-              f"{r['models_mb']:>11.0f}{r['peak_mb']:>13.0f}")
+        print(
+            f"{mode:<14}{seconds:>7.0f}s{r['seconds']:>9.1f}s{seconds / r['seconds']:>13.2f}"
+            f"{r['models_mb']:>11.0f}{r['peak_mb']:>13.0f}"
+        )
     for mode, seconds, r in rows:
         if "rss_by_tenth_mb" in r and mode == "ours":
             print(f"ours {seconds:.0f} s, peak RSS per tenth of the run (MB): {r['rss_by_tenth_mb']}")
@@ -242,8 +265,10 @@ def main() -> None:
     if "ours" in base:
         for other in ("original", "demucs"):
             if other in base:
-                print(f"ours / {other}: time {base['ours']['seconds'] / base[other]['seconds']:.2f}, "
-                      f"peak RSS {base['ours']['peak_mb'] / base[other]['peak_mb']:.2f}")
+                print(
+                    f"ours / {other}: time {base['ours']['seconds'] / base[other]['seconds']:.2f}, "
+                    f"peak RSS {base['ours']['peak_mb'] / base[other]['peak_mb']:.2f}"
+                )
 
 
 if __name__ == "__main__":

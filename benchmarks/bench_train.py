@@ -20,12 +20,14 @@ throughput column is 1 / CPU time, i.e. chunks per second per core.
 
     .venv/bin/python benchmarks/bench_train.py [--repeat 2] [--threads 1] [--models xumx,unet,demucs]
 """
+
 import argparse
 import gc
 import sys
 import time
 import types
-from typing import Callable, Optional
+from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -53,14 +55,27 @@ class RandomStems(Dataset):
 
 
 def trainer_for(name: str, augment: bool) -> tuple[Trainer, tuple[Tensor, Tensor]]:
-    cfg = load_config(configs_dir() / f"{CONFIGS[name]}.json", [
-        "data_loader.train.batch_size=1", "data_loader.train.num_workers=0", "trainer.amp_enabled=false",
-        f"device_augment.enabled={'true' if augment else 'false'}", "trainer.cum_steps=1",
-    ])
-    samples = int(round(cfg["dataset"]["train"]["args"]["seq_duration"] * SAMPLE_RATE))
+    cfg = load_config(
+        configs_dir() / f"{CONFIGS[name]}.json",
+        [
+            "data_loader.train.batch_size=1",
+            "data_loader.train.num_workers=0",
+            "trainer.amp_enabled=false",
+            f"device_augment.enabled={'true' if augment else 'false'}",
+            "trainer.cum_steps=1",
+        ],
+    )
+    samples = round(cfg["dataset"]["train"]["args"]["seq_duration"] * SAMPLE_RATE)
     data = RandomStems(2, samples)
-    trainer = Trainer(cfg, device=torch.device("cpu"), train_set=data, valid_set=data, verbose=False,
-                      progress=False, tensorboard=False)
+    trainer = Trainer(
+        cfg,
+        device=torch.device("cpu"),
+        train_set=data,
+        valid_set=data,
+        verbose=False,
+        progress=False,
+        tensorboard=False,
+    )
     trainer.prepare()
     mix, stems = data[0]
     return trainer, (mix[None], stems[None])
@@ -76,7 +91,8 @@ def open_unmix_peer() -> nn.Module:
         def __init__(self):
             super().__init__()
             self.targets = nn.ModuleList(
-                OpenUnmix(nb_bins=2049, nb_channels=2, hidden_size=512, nb_layers=3, max_bin=1487) for _ in range(4))
+                OpenUnmix(nb_bins=2049, nb_channels=2, hidden_size=512, nb_layers=3, max_bin=1487) for _ in range(4)
+            )
 
         def forward(self, mag: Tensor) -> Tensor:
             return torch.stack([m(mag) for m in self.targets], 1) / (mag.unsqueeze(1) + 1e-8)
@@ -84,7 +100,7 @@ def open_unmix_peer() -> nn.Module:
     return Peer()
 
 
-def peer_model(name: str) -> Optional[nn.Module]:
+def peer_model(name: str) -> nn.Module | None:
     if name == "xumx":
         return open_unmix_peer()
     if name == "demucs":
@@ -130,18 +146,17 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"CPU, {torch.get_num_threads()} thread(s), batch 1, fp32; best of {args.repeat} after one warm-up step")
     print("chunks/s per core (CPU s per step, wall s per step)")
-    print(f"{'model':7} {'chunk':>6} {'trainer':>22} {'trainer+aug':>22} {'bare loop':>22} {'peer':>22} "
-          f"{'ratio':>6}")
+    print(f"{'model':7} {'chunk':>6} {'trainer':>22} {'trainer+aug':>22} {'bare loop':>22} {'peer':>22} {'ratio':>6}")
     for name in args.models.split(","):
         trainer, batch = trainer_for(name, augment=False)
         seconds = batch[0].shape[-1] / SAMPLE_RATE
-        cases = {"trainer": lambda: trainer.train_step(0, batch)}
+        cases = {"trainer": partial(trainer.train_step, 0, batch)}
         bare = plain_step(trainer.module, trainer)
-        cases["bare"] = lambda: bare(batch)
+        cases["bare"] = partial(bare, batch)
         peer = peer_model(name)
         if peer is not None:
             peer_fn = plain_step(peer, trainer)
-            cases["peer"] = lambda: peer_fn(batch)
+            cases["peer"] = partial(peer_fn, batch)
         for fn in cases.values():  # warm-up
             fn()
         best = {k: (float("inf"), float("inf")) for k in cases}
@@ -152,19 +167,23 @@ def main() -> None:
         gc.collect()
         aug_trainer, _ = trainer_for(name, augment=True)
         aug_trainer.train_step(0, batch)
-        best["trainer+aug"] = min(timed(lambda: aug_trainer.train_step(b, batch)) for b in range(1, args.repeat + 1))
+        aug_steps = [partial(aug_trainer.train_step, b, batch) for b in range(1, args.repeat + 1)]
+        best["trainer+aug"] = min(timed(step) for step in aug_steps)
+        del aug_steps
         del aug_trainer
         gc.collect()
 
-        def cell(key: str) -> str:
+        def cell(key: str, best: dict = best) -> str:
             if key not in best:
                 return f"{'—':>22}"
             cpu, wall = best[key]
             return f"{1 / cpu:6.3f}/s ({cpu:5.1f}, {wall:5.1f})"
 
         ratio = f"{best['trainer'][0] / best['peer'][0]:6.2f}" if "peer" in best else f"{'—':>6}"
-        print(f"{name:7} {seconds:5.2f}s {cell('trainer')} {cell('trainer+aug')} {cell('bare')} {cell('peer')} "
-              f"{ratio}", flush=True)
+        print(
+            f"{name:7} {seconds:5.2f}s {cell('trainer')} {cell('trainer+aug')} {cell('bare')} {cell('peer')} {ratio}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

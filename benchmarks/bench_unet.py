@@ -10,6 +10,7 @@ process CPU time of a forward (all threads), which moves less than wall time whe
 
     .venv/bin/python benchmarks/bench_unet.py [--repeat 3] [--frames 512 2585] [--threads N]
 """
+
 import argparse
 import json
 import resource
@@ -73,19 +74,32 @@ def main() -> None:
 
     rows = []
     for frames in args.frames:
-        cmd = [sys.executable, __file__, "--child", str(frames), "--repeat", str(args.repeat), "--threads", str(args.threads)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            str(frames),
+            "--repeat",
+            str(args.repeat),
+            "--threads",
+            str(args.threads),
+        ]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
 
     print(f"UNetAttn, {rows[0]['params']:,} parameters, CPU, {rows[0]['threads']} threads, batch 1, inference mode")
-    header = f"{'frames':>6} {'padded':>6} {'audio s':>7} {'min s':>7} {'median s':>8} {'x real time':>11} {'CPU s':>6} {'peak RSS MiB':>12} {'forward peak MiB':>16}"
+    header = (
+        f"{'frames':>6} {'padded':>6} {'audio s':>7} {'min s':>7} {'median s':>8} {'x real time':>11} {'CPU s':>6} "
+        f"{'peak RSS MiB':>12} {'forward peak MiB':>16}"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:
         best, median = min(r["times"]), statistics.median(r["times"])
         print(
             f"{r['frames']:>6} {r['padded']:>6} {r['audio_s']:>7.2f} {best:>7.2f} {median:>8.2f} "
-            f"{best / r['audio_s']:>11.3f} {min(r['cpu_times']):>6.1f} {r['peak_mib']:>12.0f} {r['peak_mib'] - r['base_mib']:>16.0f}"
+            f"{best / r['audio_s']:>11.3f} {min(r['cpu_times']):>6.1f} {r['peak_mib']:>12.0f} "
+            f"{r['peak_mib'] - r['base_mib']:>16.0f}"
         )
     print("wall times are noisy when other jobs share the CPU (the min is the least disturbed run);")
     print("CPU s = process CPU time of the fastest forward, summed over threads, less sensitive to other jobs")

@@ -6,24 +6,25 @@ process CPU time (the latter is less disturbed by other processes on a shared ma
 
     .venv/bin/python benchmarks/bench_wiener.py [--repeats 7] [--frames 300] [--iterations 1]
 """
+
 import os
 
 # one thread for numpy's BLAS as well as for torch; must be set before numpy is imported
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_var] = "1"
 
-import argparse  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
+import argparse
+import time
+import warnings
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # norbert imports scipy.ndimage.filters
-    import norbert  # noqa: E402
+    import norbert
 
-from danna_sep.wiener import wiener  # noqa: E402
+from danna_sep.wiener import wiener
 
 
 def timed(fn) -> tuple:
@@ -70,8 +71,10 @@ def main() -> None:
     ref = torch.from_numpy(norbert.wiener(v, x.copy(), it, use_softmask=False)).permute(3, 2, 1, 0)
     err = ((wiener(mag64, mix128, it) - ref).abs().max() / ref.abs().max()).item()
 
-    print(f"{sources} sources × {channels} ch × {bins} bins × {frames} frames, {it} iteration(s), 1 thread, "
-          f"best of {args.repeats}")
+    print(
+        f"{sources} sources × {channels} ch × {bins} bins × {frames} frames, {it} iteration(s), 1 thread, "
+        f"best of {args.repeats}"
+    )
     ref_wall, ref_cpu = best["norbert.wiener (complex128)"]
     print(f"{'':34s} {'wall ms':>9s} {'cpu ms':>9s} {'speed-up (wall / cpu)':>22s}")
     for name, (wall, cpu) in best.items():

@@ -15,11 +15,12 @@ use it; an empty stand-in module is installed for this script only.
 Runs the two alternately and prints the best of ``--repeat`` timings of each and the ratio
 X-UMX / Open-Unmix (< 1: X-UMX is faster).
 """
+
 import argparse
 import sys
 import time
 import types
-from typing import Callable, List, Tuple
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -49,13 +50,14 @@ class PeerMasks(nn.Module):
         return torch.stack([m(mag) for m in self.targets], 1) / (mag.unsqueeze(1) + 1e-8)
 
 
-def best_of_interleaved(fa: Callable[[], object], fb: Callable[[], object], repeat: int,
-                        sync: Callable[[], None]) -> Tuple[float, float, float, float]:
+def best_of_interleaved(
+    fa: Callable[[], object], fb: Callable[[], object], repeat: int, sync: Callable[[], None]
+) -> tuple[float, float, float, float]:
     """Best wall and best CPU time of each: (wall a, wall b, cpu a, cpu b), measured alternately (a, b, b, a, …)
     so both see the same background load. CPU time (all threads of this process) is the steadier number when
     other jobs share the cores: waiting for a core does not count, only work (and thread spinning) does."""
-    wall: Tuple[List[float], List[float]] = ([], [])
-    cpu: Tuple[List[float], List[float]] = ([], [])
+    wall: tuple[list[float], list[float]] = ([], [])
+    cpu: tuple[list[float], list[float]] = ([], [])
     for fn in (fa, fb):  # warm-up (allocator, MKL/oneDNN kernels)
         fn()
         sync()
@@ -75,13 +77,20 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="timings per implementation (the minimum is reported)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--only", choices=["infer", "model", "train"], action="append",
-                    help="run only these cases (repeatable); default: all")
+    ap.add_argument(
+        "--only",
+        choices=["infer", "model", "train"],
+        action="append",
+        help="run only these cases (repeatable); default: all",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    wanted = lambda case: not args.only or case in args.only  # noqa: E731
+
+    def wanted(case):
+        return not args.only or case in args.only
+
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
 
@@ -134,20 +143,31 @@ def main() -> None:
             return run
 
         if wanted("model"):
-            rows.append(("model fwd+bwd, 4 x 6 s",
-                         *best_of_interleaved(model_only(ours), model_only(peer), args.repeat, sync)))
+            rows.append(
+                ("model fwd+bwd, 4 x 6 s", *best_of_interleaved(model_only(ours), model_only(peer), args.repeat, sync))
+            )
         if wanted("train"):
-            rows.append(("train step (MWF loss, Adam), 4 x 6 s",
-                         *best_of_interleaved(train_step(ours), train_step(peer), args.repeat, sync)))
+            rows.append(
+                (
+                    "train step (MWF loss, Adam), 4 x 6 s",
+                    *best_of_interleaved(train_step(ours), train_step(peer), args.repeat, sync),
+                )
+            )
 
     threads = torch.get_num_threads()
-    print(f"X-UMX vs Open-Unmix x 4 on {device} (torch {torch.__version__}, {threads} threads), "
-          f"best of {args.repeat}; frames: 10 s = {num_frames(441000)}, 6 s = {num_frames(264600)}")
+    print(
+        f"X-UMX vs Open-Unmix x 4 on {device} (torch {torch.__version__}, {threads} threads), "
+        f"best of {args.repeat}; frames: 10 s = {num_frames(441000)}, 6 s = {num_frames(264600)}"
+    )
     print(f"parameters: X-UMX {n_ours:,}   Open-Unmix x 4 {n_peer:,}")
-    print(f"{'case':<38} {'wall: X-UMX':>11} {'OUMX x4':>8} {'ratio':>6}   {'cpu: X-UMX':>10} {'OUMX x4':>8} {'ratio':>6}")
+    print(
+        f"{'case':<38} {'wall: X-UMX':>11} {'OUMX x4':>8} {'ratio':>6}   {'cpu: X-UMX':>10} {'OUMX x4':>8} {'ratio':>6}"
+    )
     for name, w_ours, w_peer, c_ours, c_peer in rows:
-        print(f"{name:<38} {w_ours:10.3f}s {w_peer:7.3f}s {w_ours / w_peer:6.2f}   "
-              f"{c_ours:9.3f}s {c_peer:7.3f}s {c_ours / c_peer:6.2f}")
+        print(
+            f"{name:<38} {w_ours:10.3f}s {w_peer:7.3f}s {w_ours / w_peer:6.2f}   "
+            f"{c_ours:9.3f}s {c_peer:7.3f}s {c_ours / c_peer:6.2f}"
+        )
 
 
 if __name__ == "__main__":

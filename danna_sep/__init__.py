@@ -4,6 +4,7 @@ Pipeline (one module or folder per step)::
 
     audio → spectral → models → wiener / losses → train / separate / evaluate
 """
+
 import os
 from importlib.metadata import PackageNotFoundError, version
 from typing import Union

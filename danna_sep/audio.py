@@ -23,6 +23,7 @@ length, so an Ogg cut at a page boundary decodes as a shorter, valid file. AAC d
 end padding (up to 1024 samples) as ``ffmpeg`` does; raw ADTS ``.aac`` also keeps its start delay (the
 format cannot signal it), while mp4/m4a edit lists remove it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,9 +31,9 @@ import os
 import re
 import secrets
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 import soundfile as sf
@@ -42,15 +43,22 @@ import torch
 from . import PathLike
 from .errors import AudioError
 
-
 SOUNDFILE_EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
 """Read (and, except .wave, written) through libsndfile."""
 
 FFMPEG_EXTENSIONS = (".m4a", ".mp4", ".aac")
 """Read through PyAV/FFmpeg (``.stem.mp4`` ends in ``.mp4``)."""
 
-_WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".oga": "OGG", ".opus": "OGG",
-                  ".mp3": "MP3", ".aif": "AIFF", ".aiff": "AIFF"}
+_WRITE_FORMATS = {
+    ".wav": "WAV",
+    ".flac": "FLAC",
+    ".ogg": "OGG",
+    ".oga": "OGG",
+    ".opus": "OGG",
+    ".mp3": "MP3",
+    ".aif": "AIFF",
+    ".aiff": "AIFF",
+}
 _LOSSY_SUBTYPE = {"MP3": "MPEG_LAYER_III", "OGG": "VORBIS"}  # a PCM_* request on a lossy format means "its codec"
 _FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # the only subtypes that can hold |x| > 1
 
@@ -59,9 +67,20 @@ _WRITE_BLOCK = 1 << 16  # frames per block written: bounds the temporary copies 
 _SQRT1_2 = 0.7071067811865476
 # Downmix gains (left, right) per channel name (FFmpeg/WAVE names). LFE is dropped, as in ITU-R BS.775.
 _DOWNMIX_GAINS = {
-    "FL": (1.0, 0.0), "FR": (0.0, 1.0), "FC": (_SQRT1_2, _SQRT1_2), "LFE": (0.0, 0.0), "LFE2": (0.0, 0.0),
-    "BL": (_SQRT1_2, 0.0), "BR": (0.0, _SQRT1_2), "SL": (_SQRT1_2, 0.0), "SR": (0.0, _SQRT1_2),
-    "BC": (0.5, 0.5), "FLC": (1.0, 0.0), "FRC": (0.0, 1.0), "WL": (1.0, 0.0), "WR": (0.0, 1.0),
+    "FL": (1.0, 0.0),
+    "FR": (0.0, 1.0),
+    "FC": (_SQRT1_2, _SQRT1_2),
+    "LFE": (0.0, 0.0),
+    "LFE2": (0.0, 0.0),
+    "BL": (_SQRT1_2, 0.0),
+    "BR": (0.0, _SQRT1_2),
+    "SL": (_SQRT1_2, 0.0),
+    "SR": (0.0, _SQRT1_2),
+    "BC": (0.5, 0.5),
+    "FLC": (1.0, 0.0),
+    "FRC": (0.0, 1.0),
+    "WL": (1.0, 0.0),
+    "WR": (0.0, 1.0),
 }
 # Layouts assumed for files that do not name their channels (WAV/FLAC through libsndfile). Only 5.1 and 7.1,
 # where the WAVE, SMPTE and FFmpeg orders agree; other counts use the even/odd rule of `to_stereo`.
@@ -98,8 +117,9 @@ class AudioInfo:
 # ----------------------------------------------------------------------------------------------- public API
 
 
-def load_audio(path: PathLike, sample_rate: Optional[int] = 44100, stream: Optional[int] = 0, *,
-               stereo: bool = True) -> tuple[torch.Tensor, int]:
+def load_audio(
+    path: PathLike, sample_rate: int | None = 44100, stream: int | None = 0, *, stereo: bool = True
+) -> tuple[torch.Tensor, int]:
     """Decode a whole audio file.
 
     Args:
@@ -134,7 +154,7 @@ def load_audio(path: PathLike, sample_rate: Optional[int] = 44100, stream: Optio
     original = rates[0]
     target = original if sample_rate is None else sample_rate
     waves = []
-    for data, rate, layout in zip(decoded, rates, layouts):
+    for data, rate, layout in zip(decoded, rates, layouts, strict=True):
         _check_finite(path, data)
         if stereo and data.shape[0] > 2:
             data = _downmix(data, layout)  # before resampling: fewer channels to resample
@@ -146,8 +166,11 @@ def load_audio(path: PathLike, sample_rate: Optional[int] = 44100, stream: Optio
     if stream is not None:
         return torch.from_numpy(waves[0]), original
     if len({w.shape[0] for w in waves}) > 1:
-        raise _error(path, "streams have different channel counts "
-                           f"({[w.shape[0] for w in waves]}); load them one at a time or with stereo=True")
+        raise _error(
+            path,
+            "streams have different channel counts "
+            f"({[w.shape[0] for w in waves]}); load them one at a time or with stereo=True",
+        )
     out = np.zeros((len(waves), waves[0].shape[0], max(w.shape[1] for w in waves)), dtype=np.float32)
     for i, w in enumerate(waves):
         out[i, :, : w.shape[1]] = w
@@ -191,15 +214,17 @@ def read_frames(path: PathLike, start: int, frames: int, *, stereo: bool = True)
     if frames < 0:
         raise ValueError(f"frames must be >= 0, got {frames}")
     if _check_readable(path) != "soundfile":
-        raise _error(path, "chunked reads need a libsndfile format "
-                           f"({', '.join(SOUNDFILE_EXTENSIONS)}); use load_audio for this file")
+        raise _error(
+            path,
+            f"chunked reads need a libsndfile format ({', '.join(SOUNDFILE_EXTENSIONS)}); use load_audio for this file",
+        )
     with _open_soundfile(path) as f:
         out = np.zeros((frames, f.channels), dtype=np.float32)
         begin, end = max(start, 0), min(start + frames, f.frames)
         if end > begin:
             f.seek(begin)
             try:
-                f.read(end - begin, dtype="float32", always_2d=True, out=out[begin - start: end - start])
+                f.read(end - begin, dtype="float32", always_2d=True, out=out[begin - start : end - start])
             except sf.SoundFileError as e:
                 raise _error(path, f"corrupt or truncated data (libsndfile: {_sf_message(e)})") from e
     data = np.ascontiguousarray(out.T)
@@ -207,8 +232,15 @@ def read_frames(path: PathLike, start: int, frames: int, *, stereo: bool = True)
     return torch.from_numpy(_to_stereo_np(data, None) if stereo else data)
 
 
-def save_audio(path: PathLike, wav: Union[torch.Tensor, np.ndarray], sample_rate: int, subtype: str = "PCM_16",
-               format: Optional[str] = None, *, overwrite: bool = True) -> None:
+def save_audio(
+    path: PathLike,
+    wav: torch.Tensor | np.ndarray,
+    sample_rate: int,
+    subtype: str = "PCM_16",
+    format: str | None = None,
+    *,
+    overwrite: bool = True,
+) -> None:
     """Write ``wav`` atomically: a temporary file in the same folder, fsynced, then renamed onto ``path``.
 
     A failure or interrupt (including Ctrl-C) removes the temporary file, so ``path`` either keeps its old
@@ -253,14 +285,22 @@ class AudioWriter:
     never a partial file under the final name.
     """
 
-    def __init__(self, path: PathLike, sample_rate: int, channels: int, subtype: str = "PCM_16",
-                 format: Optional[str] = None, *, overwrite: bool = True):
+    def __init__(
+        self,
+        path: PathLike,
+        sample_rate: int,
+        channels: int,
+        subtype: str = "PCM_16",
+        format: str | None = None,
+        *,
+        overwrite: bool = True,
+    ):
         self.path = Path(path)
         self.frames_written = 0
         self.clipped = 0
         self._overwrite = overwrite
-        self._file: Optional[sf.SoundFile] = None
-        self._tmp: Optional[Path] = None
+        self._file: sf.SoundFile | None = None
+        self._tmp: Path | None = None
         if sample_rate <= 0 or channels <= 0:
             raise ValueError(f"sample_rate and channels must be positive, got {sample_rate}, {channels}")
         fmt, self.subtype = _resolve_format(self.path, subtype, format)
@@ -298,7 +338,7 @@ class AudioWriter:
             except FileExistsError:
                 continue
 
-    def write(self, chunk: Union[torch.Tensor, np.ndarray]) -> None:
+    def write(self, chunk: torch.Tensor | np.ndarray) -> None:
         """Append ``chunk`` of shape ``(channels, frames)`` (float)."""
         if self._file is None:
             raise RuntimeError(f"{self.path}: writer is closed")
@@ -309,7 +349,7 @@ class AudioWriter:
             raise _error(self.path, "refusing to write NaN or infinite samples")
         try:
             for s in range(0, data.shape[1], _WRITE_BLOCK):
-                block = np.ascontiguousarray(data[:, s: s + _WRITE_BLOCK].T, dtype=np.float32)
+                block = np.ascontiguousarray(data[:, s : s + _WRITE_BLOCK].T, dtype=np.float32)
                 # clip ourselves: lossy encoders (and libsndfile builds before 1.1) would not, and we count
                 if self._clip:
                     over = np.abs(block) > 1.0
@@ -337,9 +377,13 @@ class AudioWriter:
             self._commit()
         if self.clipped:
             total = self.frames_written * self.channels
-            warnings.warn(f"{self.path}: clipped {self.clipped} of {total} samples "
-                          f"({100 * self.clipped / max(total, 1):.3g}%) to [-1, 1] for {self.subtype}; "
-                          "use subtype FLOAT or lower the level to keep them", ClippingWarning, stacklevel=3)
+            warnings.warn(
+                f"{self.path}: clipped {self.clipped} of {total} samples "
+                f"({100 * self.clipped / max(total, 1):.3g}%) to [-1, 1] for {self.subtype}; "
+                "use subtype FLOAT or lower the level to keep them",
+                ClippingWarning,
+                stacklevel=3,
+            )
 
     def _commit(self) -> None:
         tmp, self._tmp = self._tmp, None
@@ -362,19 +406,15 @@ class AudioWriter:
     def abort(self) -> None:
         """Drop everything written; the final path is left untouched."""
         if self._file is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self._file.close()
-            except Exception:  # noqa: BLE001 — the temporary file is deleted next anyway
-                pass
             self._file = None
         if self._tmp is not None:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._tmp)
-            except FileNotFoundError:
-                pass
             self._tmp = None
 
-    def __enter__(self) -> "AudioWriter":
+    def __enter__(self) -> AudioWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -386,13 +426,11 @@ class AudioWriter:
     def __del__(self) -> None:
         # never commit a file nobody closed: it might be incomplete
         if getattr(self, "_tmp", None) is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self.abort()
-            except Exception:  # noqa: BLE001 — interpreter shutdown; nothing left to report to
-                pass
 
 
-def to_stereo(wav: torch.Tensor, layout: Optional[Sequence[str]] = None) -> torch.Tensor:
+def to_stereo(wav: torch.Tensor, layout: Sequence[str] | None = None) -> torch.Tensor:
     """Apply the channel policy: ``(channels, samples)`` → ``(2, samples)`` (same device and dtype).
 
     * 1 channel: duplicated. 2 channels: unchanged.
@@ -444,8 +482,11 @@ def _check_readable(path: PathLike) -> str:
     elif suffix in FFMPEG_EXTENSIONS:
         backend = "ffmpeg"
     else:
-        raise _error(path, f"unsupported file type '{suffix or p.name}' (supported: "
-                           f"{', '.join(SOUNDFILE_EXTENSIONS + FFMPEG_EXTENSIONS)})")
+        raise _error(
+            path,
+            f"unsupported file type '{suffix or p.name}' (supported: "
+            f"{', '.join(SOUNDFILE_EXTENSIONS + FFMPEG_EXTENSIONS)})",
+        )
     try:
         size = p.stat().st_size
     except OSError as e:
@@ -470,8 +511,11 @@ def _open_soundfile(path: PathLike) -> sf.SoundFile:
     try:
         f = sf.SoundFile(path)
     except sf.SoundFileError as e:
-        raise _error(path, f"cannot decode, corrupt or not a {Path(path).suffix.lstrip('.').upper()} file "
-                           f"(libsndfile: {_sf_message(e)})") from e
+        raise _error(
+            path,
+            f"cannot decode, corrupt or not a {Path(path).suffix.lstrip('.').upper()} file "
+            f"(libsndfile: {_sf_message(e)})",
+        ) from e
     try:
         if f.frames == 0:
             raise _error(path, "contains no audio (0 samples)")
@@ -487,8 +531,17 @@ def _open_soundfile(path: PathLike) -> sf.SoundFile:
 
 
 def _bytes_per_sample(subtype: str) -> int:
-    return {"PCM_U8": 1, "PCM_S8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8,
-            "ULAW": 1, "ALAW": 1}.get(subtype, 0)
+    return {
+        "PCM_U8": 1,
+        "PCM_S8": 1,
+        "PCM_16": 2,
+        "PCM_24": 3,
+        "PCM_32": 4,
+        "FLOAT": 4,
+        "DOUBLE": 8,
+        "ULAW": 1,
+        "ALAW": 1,
+    }.get(subtype, 0)
 
 
 def _read_soundfile(path: PathLike, f: sf.SoundFile) -> np.ndarray:
@@ -513,8 +566,7 @@ def _open_ffmpeg(path: PathLike):
     try:
         return av.open(os.fspath(path), metadata_errors="ignore")
     except av.FFmpegError as e:
-        raise _error(path, f"cannot decode, corrupt, truncated or not a media file (FFmpeg: {_av_message(e)})") \
-            from e
+        raise _error(path, f"cannot decode, corrupt, truncated or not a media file (FFmpeg: {_av_message(e)})") from e
 
 
 def _av_message(e: BaseException) -> str:
@@ -528,15 +580,15 @@ def _audio_streams(path: PathLike, container) -> list:
     return streams
 
 
-def _declared_frames(container, stream) -> Optional[int]:
+def _declared_frames(container, stream) -> int | None:
     if stream.duration is not None and stream.time_base:
-        return int(round(stream.duration * stream.time_base * stream.sample_rate))
+        return round(stream.duration * stream.time_base * stream.sample_rate)
     if container.duration:
-        return int(round(container.duration * stream.sample_rate / 1_000_000))  # AV_TIME_BASE is µs
+        return round(container.duration * stream.sample_rate / 1_000_000)  # AV_TIME_BASE is µs
     return None
 
 
-def _decode_ffmpeg(path: PathLike, stream: Optional[int]):
+def _decode_ffmpeg(path: PathLike, stream: int | None):
     """Decode one or all audio streams in one pass over the file.
 
     Returns ``(data, rates, layouts)``: per stream a float32 ``(channels, samples)`` array, its sample rate
@@ -548,8 +600,11 @@ def _decode_ffmpeg(path: PathLike, stream: Optional[int]):
         streams = _audio_streams(path, container)
         if stream is not None:
             if not 0 <= stream < len(streams):
-                raise _error(path, f"stream {stream} does not exist (the file has {len(streams)} audio "
-                                   f"stream{'s' if len(streams) > 1 else ''}: 0..{len(streams) - 1})")
+                raise _error(
+                    path,
+                    f"stream {stream} does not exist (the file has {len(streams)} audio "
+                    f"stream{'s' if len(streams) > 1 else ''}: 0..{len(streams) - 1})",
+                )
             streams = [streams[stream]]
         # decode to planar float32 whatever the codec's native sample format
         resamplers = {s.index: av.AudioResampler(format="fltp") for s in streams}
@@ -577,8 +632,7 @@ def _decode_ffmpeg(path: PathLike, stream: Optional[int]):
             declared = _declared_frames(container, s) if "mp4" in container.format.name else None
             # mp4 durations are exact up to the movie timescale's rounding; a big shortfall is a cut file
             if declared and x.shape[1] < 0.99 * declared - 2048:
-                raise _error(path, f"truncated: the container declares {declared} frames, "
-                                   f"only {x.shape[1]} decode")
+                raise _error(path, f"truncated: the container declares {declared} frames, only {x.shape[1]} decode")
             data.append(np.ascontiguousarray(x, dtype=np.float32))
         return data, [rates[s.index] for s in streams], [layouts[s.index] for s in streams]
 
@@ -588,12 +642,12 @@ def _check_finite(path: PathLike, data: np.ndarray) -> None:
         raise _error(path, "contains NaN or infinite samples")
 
 
-def _downmix(data: np.ndarray, layout: Optional[Sequence[str]]) -> np.ndarray:
+def _downmix(data: np.ndarray, layout: Sequence[str] | None) -> np.ndarray:
     """float32 ``(channels > 2, samples)`` → ``(2, samples)``; rule in :func:`to_stereo`."""
     return _downmix_matrix(data.shape[0], layout).astype(np.float32) @ data
 
 
-def _downmix_matrix(channels: int, layout: Optional[Sequence[str]]) -> np.ndarray:
+def _downmix_matrix(channels: int, layout: Sequence[str] | None) -> np.ndarray:
     """Gains ``(2, channels)`` of the downmix described in :func:`to_stereo`."""
     names = tuple(layout) if layout is not None and len(layout) == channels else _DEFAULT_LAYOUTS.get(channels)
     if names is not None and all(n in _DOWNMIX_GAINS for n in names):
@@ -606,7 +660,7 @@ def _downmix_matrix(channels: int, layout: Optional[Sequence[str]]) -> np.ndarra
     return matrix
 
 
-def _to_stereo_np(data: np.ndarray, layout: Optional[Sequence[str]]) -> np.ndarray:
+def _to_stereo_np(data: np.ndarray, layout: Sequence[str] | None) -> np.ndarray:
     if data.shape[0] == 1:
         return np.repeat(data, 2, axis=0)
     if data.shape[0] == 2:
@@ -623,7 +677,7 @@ def _resample_np(data: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
     return np.ascontiguousarray(out.T, dtype=np.float32)
 
 
-def _as_numpy(wav: Union[torch.Tensor, np.ndarray]) -> np.ndarray:
+def _as_numpy(wav: torch.Tensor | np.ndarray) -> np.ndarray:
     if isinstance(wav, torch.Tensor):
         wav = wav.detach().cpu()
         if wav.dtype not in (torch.float32, torch.float64):
@@ -632,12 +686,15 @@ def _as_numpy(wav: Union[torch.Tensor, np.ndarray]) -> np.ndarray:
     return np.asarray(wav)
 
 
-def _resolve_format(path: Path, subtype: str, format: Optional[str]) -> tuple[str, str]:
+def _resolve_format(path: Path, subtype: str, format: str | None) -> tuple[str, str]:
     if format is None:
         format = _WRITE_FORMATS.get(path.suffix.lower())
         if format is None:
-            raise _error(path, f"cannot tell the format from '{path.suffix or path.name}' (use one of "
-                               f"{', '.join(_WRITE_FORMATS)} or pass format=)")
+            raise _error(
+                path,
+                f"cannot tell the format from '{path.suffix or path.name}' (use one of "
+                f"{', '.join(_WRITE_FORMATS)} or pass format=)",
+            )
     format, subtype = format.upper(), subtype.upper()
     if format == "OGG" and path.suffix.lower() == ".opus" and subtype.startswith("PCM"):
         subtype = "OPUS"
@@ -646,6 +703,7 @@ def _resolve_format(path: Path, subtype: str, format: Optional[str]) -> tuple[st
     if format not in sf.available_formats():
         raise _error(path, f"unknown format {format!r}")
     if not sf.check_format(format, subtype):
-        raise _error(path, f"subtype {subtype} is not valid for {format} "
-                           f"(valid: {', '.join(sf.available_subtypes(format))})")
+        raise _error(
+            path, f"subtype {subtype} is not valid for {format} (valid: {', '.join(sf.available_subtypes(format))})"
+        )
     return format, subtype

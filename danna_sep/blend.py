@@ -10,19 +10,20 @@ A bag file is JSON::
 Row ``m`` holds model ``m``'s weight for each source; the blended source ``j`` is ``Σ_m w[m, j] · estimate_m[j]``.
 Model names are the checkpoint roles of :data:`MODEL_FILES`.
 """
+
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, Union
 
 import numpy as np
 
 from . import SOURCES
-from .errors import ConfigError
 from .checkpoints import MODEL_FILES, atomic_write
+from .errors import ConfigError
 
 
 @dataclass
@@ -56,13 +57,17 @@ class Bag:
             raise ConfigError(f"{where}.weights: all weights must be finite numbers")
         if self.normalized:
             if np.any(self.weights < 0):
-                raise ConfigError(f"{where}.weights: negative weights need \"normalized\": false")
+                raise ConfigError(f'{where}.weights: negative weights need "normalized": false')
             sums = self.weights.sum(0)
-            bad = [f"{s}={v:.9g}" for s, v in zip(self.sources, sums) if not math.isclose(v, 1.0, abs_tol=1e-6)]
+            bad = [
+                f"{s}={v:.9g}"
+                for s, v in zip(self.sources, sums, strict=True)
+                if not math.isclose(v, 1.0, abs_tol=1e-6)
+            ]
             if bad:
                 raise ConfigError(
                     f"{where}.weights: each source's column must sum to 1 ({', '.join(bad)}); "
-                    "set \"normalized\": false to allow other sums"
+                    'set "normalized": false to allow other sums'
                 )
 
     def column(self, model: str) -> np.ndarray:
@@ -84,12 +89,12 @@ class Bag:
             "normalized": self.normalized,
         }
 
-    def save(self, path: Union[str, Path]) -> None:
+    def save(self, path: str | Path) -> None:
         """Write the bag as JSON atomically."""
         atomic_write(path, (json.dumps(self.to_json(), indent=2) + "\n").encode())
 
     @classmethod
-    def load(cls, path: Union[str, Path]) -> "Bag":
+    def load(cls, path: str | Path) -> Bag:
         path = Path(path)
         try:
             data = json.loads(path.read_text())
@@ -168,7 +173,7 @@ def blend_sdr(stats: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], weight
 
 def _simplex_grid(models: int, step: float) -> np.ndarray:
     """All points of the probability simplex in ``models`` dimensions on a grid of ``step``: (points, models)."""
-    n = int(round(1 / step))
+    n = round(1 / step)
 
     def compositions(total: int, parts: int):
         if parts == 1:
@@ -176,7 +181,7 @@ def _simplex_grid(models: int, step: float) -> np.ndarray:
             return
         for first in range(total + 1):
             for rest in compositions(total - first, parts - 1):
-                yield (first,) + rest
+                yield (first, *rest)
 
     return np.array(list(compositions(n, models)), dtype=np.float64) / n
 

@@ -5,15 +5,18 @@ of a checkpoint folder.
 Nothing here builds or runs a model for inference (:mod:`danna_sep.inference`) or exports one
 (:mod:`danna_sep.export`).
 """
+
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import re
 import secrets
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import PathLike
 from .defaults import DEFAULT_CHECKPOINTS
@@ -24,13 +27,13 @@ if TYPE_CHECKING:  # torch is imported where it is used: the command line reads 
     from torch import Tensor, nn
 
 # role → the released Danna-Sep file names of that model (from the registry, danna_sep/release/models.json)
-MODEL_FILES: Dict[str, Tuple[str, ...]] = {role: released_names(role) for role in blend_roles()}
+MODEL_FILES: dict[str, tuple[str, ...]] = {role: released_names(role) for role in blend_roles()}
 
 
 # ----------------------------------------------------------------------------------------------------- writing
 
 
-def atomic_write(path: PathLike, data: Union[bytes, Callable[[BinaryIO], None]]) -> None:
+def atomic_write(path: PathLike, data: bytes | Callable[[BinaryIO], None]) -> None:
     """Write ``data`` (bytes, or a function that writes into the open file) to ``path`` atomically: a temporary
     file in the same folder, fsynced, renamed onto ``path``, then the folder fsynced so that the rename itself
     survives a power cut. A crash or an exception leaves ``path`` as it was and no temporary file behind."""
@@ -54,10 +57,8 @@ def atomic_write(path: PathLike, data: Union[bytes, Callable[[BinaryIO], None]])
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     fsync_folder(path.parent)
 
@@ -117,7 +118,7 @@ class WeightsReport:
     missing: list[str]
     unexpected: list[str]
     mismatched: list[str]  # "key: file (shape) vs model (shape)"
-    arch: Optional[dict] = None  # the architecture the file says it holds (our checkpoints and imports carry one)
+    arch: dict | None = None  # the architecture the file says it holds (our checkpoints and imports carry one)
 
     def arch_differences(self, arch: Mapping[str, Any]) -> list[str]:
         """The architecture arguments whose value in ``arch`` differs from the file's own (shapes may still match:
@@ -126,12 +127,18 @@ class WeightsReport:
 
         if not self.arch or canonical_name(self.arch.get("type")) != canonical_name(arch.get("type")):
             return []
-        defaults = {name: p.default for name, p in inspect.signature(model_class(arch["type"])).parameters.items()
-                    if p.default is not inspect.Parameter.empty}
+        defaults = {
+            name: p.default
+            for name, p in inspect.signature(model_class(arch["type"])).parameters.items()
+            if p.default is not inspect.Parameter.empty
+        }
         theirs = {**defaults, **(self.arch.get("args") or {})}
         ours = {**defaults, **(arch.get("args") or {})}
-        return [f"{k}={theirs[k]!r} (this config: {ours[k]!r})" for k in sorted(theirs)
-                if k in ours and ours[k] != theirs[k] and not isinstance(theirs[k], (dict, list))]
+        return [
+            f"{k}={theirs[k]!r} (this config: {ours[k]!r})"
+            for k in sorted(theirs)
+            if k in ours and ours[k] != theirs[k] and not isinstance(theirs[k], (dict, list))
+        ]
 
     @property
     def complete(self) -> bool:
@@ -139,8 +146,11 @@ class WeightsReport:
 
     def describe(self, limit: int = 8) -> str:
         parts = [f"{len(self.loaded)} tensors loaded"]
-        for label, keys in (("missing in the file", self.missing), ("not in the model", self.unexpected),
-                            ("shape mismatch", self.mismatched)):
+        for label, keys in (
+            ("missing in the file", self.missing),
+            ("not in the model", self.unexpected),
+            ("shape mismatch", self.mismatched),
+        ):
             if keys:
                 shown = ", ".join(keys[:limit]) + (f", … ({len(keys) - limit} more)" if len(keys) > limit else "")
                 parts.append(f"{len(keys)} {label}: {shown}")
@@ -153,7 +163,7 @@ def read_state_dict(path: PathLike) -> dict[str, Tensor]:
     return read_weights(path)[0]
 
 
-def read_weights(path: PathLike) -> tuple[dict[str, Tensor], Optional[dict]]:
+def read_weights(path: PathLike) -> tuple[dict[str, Tensor], dict | None]:
     """:func:`read_state_dict` and the ``config["arch"]`` the file carries (None where it has none)."""
     path = Path(path).expanduser()
     obj = load_torch_file(path, "weights file")
@@ -177,7 +187,7 @@ def strip_wrapper_prefixes(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {re.sub(r"^(module\.|_orig_mod\.)+", "", k): v for k, v in state.items()}
 
 
-def match_state_dict(model: nn.Module, state: Mapping[str, Tensor], arch: Optional[dict] = None) -> WeightsReport:
+def match_state_dict(model: nn.Module, state: Mapping[str, Tensor], arch: dict | None = None) -> WeightsReport:
     """How ``state`` matches ``model``'s own state dict: the keys that load, and those missing, unexpected or of
     another shape (nothing is loaded)."""
     own = model.state_dict()
@@ -185,8 +195,11 @@ def match_state_dict(model: nn.Module, state: Mapping[str, Tensor], arch: Option
         loaded=[k for k, v in state.items() if k in own and own[k].shape == v.shape],
         missing=[k for k in own if k not in state],
         unexpected=[k for k in state if k not in own],
-        mismatched=[f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-                    for k, v in state.items() if k in own and own[k].shape != v.shape],
+        mismatched=[
+            f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+            for k, v in state.items()
+            if k in own and own[k].shape != v.shape
+        ],
         arch=arch,
     )
 
@@ -216,7 +229,7 @@ def load_weights(model: nn.Module, path: PathLike, partial: bool = False) -> Wei
 # ------------------------------------------------------------------------------------------- checkpoint folders
 
 
-def checkpoint_dir(directory: Optional[PathLike] = None) -> Tuple[Path, str]:
+def checkpoint_dir(directory: PathLike | None = None) -> tuple[Path, str]:
     """The checkpoint folder and where it came from: ``directory``, else ``$DANNA_CHECKPOINTS``, else
     ``~/danna-sep-checkpoints``."""
     if directory is not None:
@@ -227,7 +240,7 @@ def checkpoint_dir(directory: Optional[PathLike] = None) -> Tuple[Path, str]:
     return Path(DEFAULT_CHECKPOINTS).expanduser(), "the default folder"
 
 
-def model_search_order(role: str, *, imported: bool = True) -> Tuple[str, ...]:
+def model_search_order(role: str, *, imported: bool = True) -> tuple[str, ...]:
     """File names looked for in a checkpoint folder for ``role``, the first present wins.
 
     First the imports of the released weights into our own models (``imported``; ``danna import-released``),
@@ -245,7 +258,7 @@ def model_search_order(role: str, *, imported: bool = True) -> Tuple[str, ...]:
     return tuple((registry.imported_names(role) if imported else []) + released)
 
 
-def find_model_files(directory: Optional[PathLike], roles: Sequence[str], *, imported: bool = True) -> Dict[str, Path]:
+def find_model_files(directory: PathLike | None, roles: Sequence[str], *, imported: bool = True) -> dict[str, Path]:
     """role → model file in the checkpoint folder (:func:`checkpoint_dir`), the first of
     :func:`model_search_order` present.
 
@@ -261,21 +274,25 @@ def find_model_files(directory: Optional[PathLike], roles: Sequence[str], *, imp
             found[role] = path
     if missing:
         names = "; ".join(f"{r}: {' or '.join(MODEL_FILES[r])}" for r in missing)
-        where = {"--checkpoints": "given by --checkpoints",
-                 "$DANNA_CHECKPOINTS": "from $DANNA_CHECKPOINTS",
-                 "the default folder": "the default; set $DANNA_CHECKPOINTS or pass --checkpoints DIR for another"}[origin]
+        where = {
+            "--checkpoints": "given by --checkpoints",
+            "$DANNA_CHECKPOINTS": "from $DANNA_CHECKPOINTS",
+            "the default folder": "the default; set $DANNA_CHECKPOINTS or pass --checkpoints DIR for another",
+        }[origin]
         state = "" if folder.is_dir() else ", which does not exist"
         first = MODEL_FILES[missing[0]][0]
         get = " ".join(dict.fromkeys(missing))
         raise CheckpointError(
             f"missing model file(s) in {folder} ({where}{state}): {names}. Get the released Danna-Sep models with "
             f"`danna download {get} --dir {folder}` (`danna models` lists them), or export your own from training "
-            f"checkpoints with `danna export CHECKPOINT {folder / first}`; --fast or --bag FILE leave models out")
+            f"checkpoints with `danna export CHECKPOINT {folder / first}`; --fast or --bag FILE leave models out"
+        )
     return found
 
 
-def load_folder_models(directory: Optional[PathLike], roles: Sequence[str], device: Any = "cpu", *,
-                       imported: bool = True) -> Dict[str, Any]:
+def load_folder_models(
+    directory: PathLike | None, roles: Sequence[str], device: Any = "cpu", *, imported: bool = True
+) -> dict[str, Any]:
     """role → :class:`~danna_sep.inference.LoadedModel` for the models of a checkpoint folder
     (:func:`find_model_files`; raises :class:`CheckpointError` naming what is missing). ``device``: a name
     (``cpu``, ``cuda``, ``mps``, ``auto``) or a ``torch.device``."""

@@ -9,17 +9,29 @@ inside ``run``, so ``--help`` and option errors answer at once) and defines::
 
 User errors (:class:`danna_sep.errors.DannaError`) are printed as one line and exit with status 2.
 """
+
 from __future__ import annotations
 
 import argparse
 import difflib
 import sys
+from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Callable, NoReturn, Optional, Sequence
+from typing import NoReturn
 
 from . import __version__
-from .commands import (convert_xumx, download, evaluate, export, fit_blend, import_released, make_dataset, models,
-                       separate, train)
+from .commands import (
+    convert_xumx,
+    download,
+    evaluate,
+    export,
+    fit_blend,
+    import_released,
+    make_dataset,
+    models,
+    separate,
+    train,
+)
 from .errors import DannaError
 from .runtime import keep_freed_memory
 
@@ -45,14 +57,19 @@ class _Parser(argparse.ArgumentParser):
         unknown = message.removeprefix("unrecognized arguments: ")
         if unknown != message:
             options = [s for action in self._actions for s in action.option_strings]
-            hints = [f"{arg}: did you mean {close[0]}?" for arg in unknown.split() if arg.startswith("-")
-                     for close in [difflib.get_close_matches(arg.split("=")[0], options, n=1)] if close]
+            hints = [
+                f"{arg}: did you mean {close[0]}?"
+                for arg in unknown.split()
+                if arg.startswith("-")
+                for close in [difflib.get_close_matches(arg.split("=")[0], options, n=1)]
+                if close
+            ]
             if hints:
                 message += " (" + "; ".join(hints) + ")"
         super().error(message)
 
 
-def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The ``danna`` parser; ``only``: configure that subcommand's options alone (the others are listed)."""
     parser = _Parser(prog="danna", description="Music source separation toolkit (danna-sep).")
     parser.add_argument("--version", action="version", version=f"danna-sep {__version__}")
@@ -66,7 +83,7 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # configure only the command that runs (the others need not be)
     only = next((a for a in argv if not a.startswith("-")), None)
@@ -78,7 +95,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return _run(args, f"danna {args.command}")
 
 
-def separate_main(argv: Optional[Sequence[str]] = None) -> int:
+def separate_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``danna-sep``: ``danna separate`` under its own name (the original tool's command)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--version"]:
@@ -99,7 +116,7 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Nam
     return args
 
 
-def _run(args: argparse.Namespace, name: str, run: Optional[Callable[[argparse.Namespace], int]] = None) -> int:
+def _run(args: argparse.Namespace, name: str, run: Callable[[argparse.Namespace], int] | None = None) -> int:
     """Run the command; user errors (:class:`DannaError`) become one line prefixed with ``name``, exit status 2."""
     keep_freed_memory()  # about 1.3-1.6x faster CPU inference and training (see danna_sep.runtime)
     try:

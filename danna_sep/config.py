@@ -14,6 +14,7 @@ allowed names. All problems are reported together in one :class:`~danna_sep.erro
 :func:`load_config` returns a plain ``dict`` with the defaults filled in (``validate_config`` output), which is what
 checkpoints store and what :func:`danna_sep.train.train` takes.
 """
+
 from __future__ import annotations
 
 import collections.abc
@@ -23,8 +24,10 @@ import json
 import os
 import sys
 import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Mapping, Optional, Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -33,8 +36,16 @@ from .errors import ConfigError
 
 # the {type, args} names (LOSSES, DATASETS, optimizer_class, …) are looked up in danna_sep.train.build, which also
 # builds them: imported there when a config is checked, since it imports torch
-_MOVED_TO_BUILD = {"LOSSES", "DATASETS", "optimizer_names", "scheduler_names", "optimizer_class", "scheduler_class",
-                   "loss_class", "dataset_class"}
+_MOVED_TO_BUILD = {
+    "LOSSES",
+    "DATASETS",
+    "optimizer_names",
+    "scheduler_names",
+    "optimizer_class",
+    "scheduler_class",
+    "loss_class",
+    "dataset_class",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -66,7 +77,7 @@ class LoaderConfig(_Section):
     shuffle: bool = False
     drop_last: bool = False
     num_workers: int = Field(0, ge=0)
-    prefetch_factor: Optional[int] = Field(None, ge=1)
+    prefetch_factor: int | None = Field(None, ge=1)
     pin_memory: bool = False
 
 
@@ -87,15 +98,15 @@ class TrainerConfig(_Section):
     cum_steps: int = Field(1, ge=1, description="gradient accumulation: micro-batches per optimizer step")
     amp_enabled: bool = False
     amp_dtype: Literal["float16", "bfloat16"] = "float16"
-    grad_clip: Optional[float] = Field(None, gt=0, description="max global gradient norm; null = no clipping")
-    patience: Optional[int] = Field(None, ge=1, description="early stopping: validations without a lower val loss")
-    val_epoch_length: Optional[int] = Field(None, ge=1, description="validation batches per validation; null = all")
+    grad_clip: float | None = Field(None, gt=0, description="max global gradient norm; null = no clipping")
+    patience: int | None = Field(None, ge=1, description="early stopping: validations without a lower val loss")
+    val_epoch_length: int | None = Field(None, ge=1, description="validation batches per validation; null = all")
     validate_every: int = Field(1, ge=1, description="epochs between validations")
     targets: list[Literal["drums", "bass", "other", "vocals"]] = Field(default_factory=lambda: list(SOURCES))
     n_fft: int = Field(4096, ge=16)
     hop_length: int = Field(1024, ge=1)
     extra_monitor: list[Literal["loss_f", "loss_t"]] = Field(default_factory=list)
-    time_domain: Optional[bool] = Field(None, description="null = from the model's domain; if given it must match")
+    time_domain: bool | None = Field(None, description="null = from the model's domain; if given it must match")
     n_saved: int = Field(2, ge=1, description="best checkpoints kept (by validation SDR)")
     seed: int = 0
     log_every: int = Field(10, ge=1, description="steps between host syncs for the progress bar and TensorBoard")
@@ -123,7 +134,7 @@ class TrainConfig(_Section):
     dataset: Datasets
     optimizer: TypedSpec
     loss: TypedSpec
-    lr_scheduler: Optional[TypedSpec] = None
+    lr_scheduler: TypedSpec | None = None
     data_loader: DataLoaders
     trainer: TrainerConfig
     MWF: MWFConfig = Field(default_factory=MWFConfig)
@@ -138,7 +149,7 @@ def _path(loc: Sequence[Any]) -> str:
     return ".".join(str(p) for p in loc) or "<config>"
 
 
-def _allowed_keys(model: type[BaseModel], loc: Sequence[Any]) -> Optional[list[str]]:
+def _allowed_keys(model: type[BaseModel], loc: Sequence[Any]) -> list[str] | None:
     """Field names of the pydantic section at ``loc`` (the parent of an unknown key)."""
     for part in loc:
         field = model.model_fields.get(str(part)) if isinstance(part, str) else None
@@ -171,7 +182,7 @@ def _describe(error: Mapping[str, Any], root_model: type[BaseModel], prefix: Seq
 # {type, args} checks against constructor signatures
 
 
-def _annotation_adapter(annotation: Any) -> Optional[TypeAdapter]:
+def _annotation_adapter(annotation: Any) -> TypeAdapter | None:
     # Iterable[...] validates lazily in pydantic; a list is what JSON gives anyway
     if typing.get_origin(annotation) in (collections.abc.Iterable, collections.abc.Sequence):
         annotation = list[typing.get_args(annotation) or (Any,)]  # type: ignore[misc]
@@ -337,7 +348,7 @@ def _check_semantics(cfg: dict[str, Any]) -> list[str]:
     # datasets
     for split in ("train", "valid"):
         where = f"dataset.{split}"
-        ds_cls = _lookup(lambda n: dataset_class(n, f"{where}.type"), cfg["dataset"][split]["type"], problems)
+        ds_cls = _lookup(partial(dataset_class, where=f"{where}.type"), cfg["dataset"][split]["type"], problems)
         if ds_cls is not None:
             # the root may also come from --root or $MUSDB_ROOT: null or absent is fine here
             args = {k: v for k, v in cfg["dataset"][split]["args"].items() if not (k == "root" and v is None)}
@@ -367,7 +378,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE")
     key, _, text = item.partition("=")
-    path = [p for p in key.strip().split(".")]
+    path = list(key.strip().split("."))
     if not key.strip() or any(not p for p in path):
         raise ConfigError(f"--set {item!r}: empty key in {key!r}")
     try:

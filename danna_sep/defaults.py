@@ -2,6 +2,7 @@
 
 They live apart from ``separate/`` so that the command line can show them in ``--help`` without importing torch.
 """
+
 DEFAULT_CHECKPOINTS = "~/danna-sep-checkpoints"  # else $DANNA_CHECKPOINTS or --checkpoints
 SPECTRAL_SEGMENT_FRAMES = 512  # the U-Net's training length (11.89 s), a multiple of its 64-frame pooling grid
 WAVEFORM_SEGMENT_SECONDS = 10.0  # Demucs's training length

@@ -11,6 +11,7 @@
 
 Everything is cached under ``.demo``: a second run reuses the dataset, the trained checkpoints and the estimates.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,9 +67,17 @@ def train_models(root: Path, workdir: Path, epochs_scale: float) -> dict[str, Pa
             shutil.rmtree(folder)  # an interrupted run: start clean
         t0 = time.perf_counter()
         epochs = max(1, round(epochs * epochs_scale))
-        result = train(config_path(f"tiny/{config}"), root=root, device="cpu", workdir=folder,
-                       overrides=[f"trainer.epochs={epochs}", "trainer.val_epoch_length=2", "trainer.audio_seconds=0"],
-                       max_steps=MAX_STEPS, progress=False, tensorboard=False, verbose=True)
+        result = train(
+            config_path(f"tiny/{config}"),
+            root=root,
+            device="cpu",
+            workdir=folder,
+            overrides=[f"trainer.epochs={epochs}", "trainer.val_epoch_length=2", "trainer.audio_seconds=0"],
+            max_steps=MAX_STEPS,
+            progress=False,
+            tensorboard=False,
+            verbose=True,
+        )
         best = result.best_checkpoint or result.last_checkpoint
         done.write_text(str(best))
         out[role] = best
@@ -144,7 +153,9 @@ def run(args: argparse.Namespace) -> int:
     ckpt_dir = workdir / "checkpoints"
     models = export_models(checkpoints, ckpt_dir)
     roles = list(ORIGINAL_BAG.models)
-    keys = {r: checkpoints[r] for r in roles if models[r].path is None}  # eager fallbacks: key the cache on the checkpoint
+    keys = {
+        r: checkpoints[r] for r in roles if models[r].path is None
+    }  # eager fallbacks: key the cache on the checkpoint
 
     _step("fitting the blend on the validation split", started)
     cache = workdir / "cache"
@@ -180,8 +191,10 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(summary))
     print(f"\nsummary: {workdir / 'evaluation' / 'summary.json'}")
     _step("done", started)
-    print(f"\nthe demo's models are in {ckpt_dir}/ and its fitted blend is {bag_path}; on a song of your own:\n"
-          f"  {try_command(ckpt_dir, bag_path)}")
+    print(
+        f"\nthe demo's models are in {ckpt_dir}/ and its fitted blend is {bag_path}; on a song of your own:\n"
+        f"  {try_command(ckpt_dir, bag_path)}"
+    )
     return 0
 
 

@@ -20,21 +20,23 @@ Scoring runs one track per process (:class:`concurrent.futures.ProcessPoolExecut
 
 ``OUTDIR/summary.json`` holds both for every system and track.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
 from . import SAMPLE_RATE, SOURCES, PathLike
-from .checkpoints import atomic_write
 from .blend import Bag, blend_statistics
+from .checkpoints import atomic_write
 from .errors import DatasetError
 from .metrics import aggregate_frames, aggregate_tracks, bss_sdr, global_sdr, museval_track_json
 
@@ -51,7 +53,7 @@ class EstimateRef:
     ``(sources, channels, samples)`` array), ``"wavdir"`` (a folder ``<stem>.wav`` per source) or ``"mixture"``."""
 
     kind: str
-    path: Optional[Path] = None
+    path: Path | None = None
 
 
 def save_estimate(path: PathLike, stems: np.ndarray) -> None:
@@ -63,7 +65,7 @@ def _fit(x: np.ndarray, length: int) -> np.ndarray:
     """Crop or zero-pad the last axis to ``length`` (estimates may differ from the reference by a few samples)."""
     if x.shape[-1] >= length:
         return x[..., :length]
-    return np.concatenate([x, np.zeros(x.shape[:-1] + (length - x.shape[-1],), x.dtype)], -1)
+    return np.concatenate([x, np.zeros((*x.shape[:-1], length - x.shape[-1]), x.dtype)], -1)
 
 
 def load_estimate(ref: EstimateRef, mixture: np.ndarray) -> np.ndarray:
@@ -80,8 +82,10 @@ def load_estimate(ref: EstimateRef, mixture: np.ndarray) -> np.ndarray:
         for stem in SOURCES:
             path = ref.path / f"{stem}.wav"
             if not path.is_file():
-                raise DatasetError(f"estimates: missing {path} (expected {{track}}/{{stem}}.wav for {', '.join(SOURCES)})")
-            wav, rate = load_audio(path, SAMPLE_RATE)
+                raise DatasetError(
+                    f"estimates: missing {path} (expected {{track}}/{{stem}}.wav for {', '.join(SOURCES)})"
+                )
+            wav, _rate = load_audio(path, SAMPLE_RATE)
             out.append(_fit(to_stereo(wav).numpy(), length))
         return np.stack(out).astype(np.float32)
     raise ValueError(f"unknown estimate kind {ref.kind!r}")
@@ -94,8 +98,10 @@ def estimates_dir_refs(directory: PathLike, tracks: Sequence) -> dict[str, Estim
         raise DatasetError(f"--estimates: folder {directory} does not exist (expected {{track}}/{{stem}}.wav)")
     missing = [t.name for t in tracks if not (directory / t.name).is_dir()]
     if missing:
-        raise DatasetError(f"--estimates: {directory} has no folder for track(s) {missing[:5]}"
-                           f"{' …' if len(missing) > 5 else ''} (expected {{track}}/{{stem}}.wav)")
+        raise DatasetError(
+            f"--estimates: {directory} has no folder for track(s) {missing[:5]}"
+            f"{' …' if len(missing) > 5 else ''} (expected {{track}}/{{stem}}.wav)"
+        )
     return {t.name: EstimateRef("wavdir", directory / t.name) for t in tracks}
 
 
@@ -103,14 +109,24 @@ def cache_key(model_path: PathLike, root: PathLike, subset: str, settings: Mappi
     """12 hex digits naming a model's cache folder: changes with the model file, the dataset and the settings."""
     p = Path(model_path).resolve()
     st = p.stat()
-    text = json.dumps([str(p), st.st_size, st.st_mtime_ns, str(Path(root).expanduser().resolve()), subset,
-                       dict(settings)], sort_keys=True, default=str)
+    text = json.dumps(
+        [str(p), st.st_size, st.st_mtime_ns, str(Path(root).expanduser().resolve()), subset, dict(settings)],
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def separate_to_cache(models: Mapping[str, Any], tracks: Sequence, cache: PathLike, root: PathLike, subset: str,
-                      settings: Optional[Mapping[str, Any]] = None, log=print,
-                      keys: Optional[Mapping[str, PathLike]] = None) -> dict[str, dict[str, EstimateRef]]:
+def separate_to_cache(
+    models: Mapping[str, Any],
+    tracks: Sequence,
+    cache: PathLike,
+    root: PathLike,
+    subset: str,
+    settings: Mapping[str, Any] | None = None,
+    log=print,
+    keys: Mapping[str, PathLike] | None = None,
+) -> dict[str, dict[str, EstimateRef]]:
     """Separate every track with every model alone, keeping the stems in ``cache`` (reused when present).
 
     ``models``: role → :class:`~danna_sep.export.LoadedModel`. ``settings``: keyword arguments of
@@ -155,11 +171,16 @@ class TrackScores:
     name: str
     bss: dict[str, tuple[np.ndarray, ...]] = field(default_factory=dict)
     global_sdr: dict[str, np.ndarray] = field(default_factory=dict)
-    stats: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None
+    stats: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
-def score_track(track, refs: Mapping[str, EstimateRef], systems: Mapping[str, Mapping[str, np.ndarray]],
-                stats_models: Sequence[str] = (), museval: bool = True) -> TrackScores:
+def score_track(
+    track,
+    refs: Mapping[str, EstimateRef],
+    systems: Mapping[str, Mapping[str, np.ndarray]],
+    stats_models: Sequence[str] = (),
+    museval: bool = True,
+) -> TrackScores:
     """Score every system on one track, loading each model's estimates once.
 
     ``refs``: model → :class:`EstimateRef` for this track. ``systems``: system name → {model: weights (sources,)};
@@ -184,9 +205,15 @@ def _score_star(args) -> TrackScores:
     return score_track(*args)
 
 
-def score_tracks(tracks: Sequence, refs: Mapping[str, Mapping[str, EstimateRef]],
-                 systems: Mapping[str, Mapping[str, np.ndarray]], stats_models: Sequence[str] = (),
-                 museval: bool = True, jobs: int = 1, log=print) -> list[TrackScores]:
+def score_tracks(
+    tracks: Sequence,
+    refs: Mapping[str, Mapping[str, EstimateRef]],
+    systems: Mapping[str, Mapping[str, np.ndarray]],
+    stats_models: Sequence[str] = (),
+    museval: bool = True,
+    jobs: int = 1,
+    log=print,
+) -> list[TrackScores]:
     """:func:`score_track` for every track, ``jobs`` processes at a time (1 = in this process), in track order.
 
     ``refs``: model → track name → :class:`EstimateRef`.
@@ -211,7 +238,7 @@ def score_tracks(tracks: Sequence, refs: Mapping[str, Mapping[str, EstimateRef]]
 
 
 def _per_source(values: np.ndarray) -> dict[str, float]:
-    out = {s: float(v) for s, v in zip(SOURCES, values)}
+    out = {s: float(v) for s, v in zip(SOURCES, values, strict=True)}
     out["all"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
     return out
 
@@ -219,8 +246,12 @@ def _per_source(values: np.ndarray) -> dict[str, float]:
 def summarize(results: Sequence[TrackScores], systems: Sequence[str], subset: str) -> dict:
     """The JSON summary: per system the museval SDR/ISR/SIR/SAR (median of frames, median of tracks) and the
     MDX global SDR (mean over tracks), per source and "all", plus each track's scores."""
-    out: dict[str, Any] = {"subset": subset, "tracks": [r.name for r in results], "sources": list(SOURCES),
-                           "systems": {}}
+    out: dict[str, Any] = {
+        "subset": subset,
+        "tracks": [r.name for r in results],
+        "sources": list(SOURCES),
+        "systems": {},
+    }
     for name in systems:
         entry: dict[str, Any] = {"tracks": {}}
         g = np.stack([r.global_sdr[name] for r in results])  # (tracks, sources)
@@ -258,8 +289,10 @@ def format_table(summary: dict) -> str:
     cols = [*SOURCES, "all"]
     width = max(12, *(len(n) for n in summary["systems"])) + 2
     lines = [f"{len(summary['tracks'])} track(s) of the {summary['subset']} split"]
-    for key, title in (("museval", "museval SDR (dB, median of frames, median of tracks)"),
-                       ("global_sdr", "global SDR (dB, MDX, mean over tracks)")):
+    for key, title in (
+        ("museval", "museval SDR (dB, median of frames, median of tracks)"),
+        ("global_sdr", "global SDR (dB, MDX, mean over tracks)"),
+    ):
         rows = [(n, s[key]["SDR"] if key == "museval" else s[key]) for n, s in summary["systems"].items() if key in s]
         if not rows:
             continue
@@ -278,9 +311,17 @@ def bag_systems(bag: Bag, name: str = "blend") -> dict[str, dict[str, np.ndarray
     return systems
 
 
-def evaluate(tracks: Sequence, refs: Mapping[str, Mapping[str, EstimateRef]],
-             systems: Mapping[str, Mapping[str, np.ndarray]], subset: str, outdir: Optional[PathLike] = None,
-             jobs: int = 1, museval: bool = True, with_mixture: bool = True, log=print) -> dict:
+def evaluate(
+    tracks: Sequence,
+    refs: Mapping[str, Mapping[str, EstimateRef]],
+    systems: Mapping[str, Mapping[str, np.ndarray]],
+    subset: str,
+    outdir: PathLike | None = None,
+    jobs: int = 1,
+    museval: bool = True,
+    with_mixture: bool = True,
+    log=print,
+) -> dict:
     """Score ``systems`` (name → {model: weights (sources,)}) on ``tracks``; with ``with_mixture`` also the mixture
     baseline. Writes the outputs to ``outdir`` when given; returns the summary."""
     if not tracks:
@@ -297,13 +338,20 @@ def evaluate(tracks: Sequence, refs: Mapping[str, Mapping[str, EstimateRef]],
     return summary
 
 
-def fit_from_cache(tracks: Sequence, refs: Mapping[str, Mapping[str, EstimateRef]], models: Sequence[str],
-                   jobs: int = 1, step: float = 0.01, log=print) -> Bag:
+def fit_from_cache(
+    tracks: Sequence,
+    refs: Mapping[str, Mapping[str, EstimateRef]],
+    models: Sequence[str],
+    jobs: int = 1,
+    step: float = 0.01,
+    log=print,
+) -> Bag:
     """Blend weights for ``models`` that maximise the mean global SDR over ``tracks``, from their estimates."""
     from .blend import fit_blend
 
-    results = score_tracks(tracks, {m: refs[m] for m in models}, {}, stats_models=models, museval=False,
-                           jobs=jobs, log=log)
+    results = score_tracks(
+        tracks, {m: refs[m] for m in models}, {}, stats_models=models, museval=False, jobs=jobs, log=log
+    )
     weights = fit_blend([r.stats for r in results], step=step)
     weights = weights / weights.sum(0, keepdims=True)  # exact column sums for Bag's check
     return Bag(list(models), weights)

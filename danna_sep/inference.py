@@ -18,15 +18,17 @@ rest takes the original values.
 (``{"model": state_dict, "config": {"arch": ...}}``, rebuilt eagerly), and returns a :class:`LoadedModel` that
 is called the same way whatever the format.
 """
+
 from __future__ import annotations
 
 import contextlib
 import json
 import warnings
 import zipfile
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Optional, Union
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -35,7 +37,6 @@ from . import HOP_LENGTH, N_FFT, SAMPLE_RATE, SOURCES, PathLike
 from .checkpoints import MODEL_FILES, match_state_dict, read_checkpoint, strip_wrapper_prefixes
 from .errors import CheckpointError
 from .models.fuse import fold_batchnorm
-
 
 METADATA_KEY = "danna_sep.json"
 """Name of the metadata entry in exported files."""
@@ -72,14 +73,14 @@ class ModelInfo:
     """
 
     domain: str  # "spectral" or "waveform"
-    arch: Optional[dict] = None  # {"type", "args"}; None for the released files
+    arch: dict | None = None  # {"type", "args"}; None for the released files
     sources: tuple = SOURCES
     sample_rate: int = SAMPLE_RATE
     channels: int = 2
     n_fft: int = N_FFT
     hop_length: int = HOP_LENGTH
     frame_multiple: int = 1
-    fixed_length: Optional[int] = None
+    fixed_length: int | None = None
     itemwise_batches: bool = False
     grid: int = 1
     placement: int = 0
@@ -91,9 +92,16 @@ class ModelInfo:
             raise CheckpointError(f"model metadata: domain must be 'spectral' or 'waveform', got {self.domain!r}")
         if tuple(self.sources) != tuple(SOURCES):
             raise CheckpointError(f"model metadata: sources must be {list(SOURCES)}, got {list(self.sources)}")
-        if (self.sample_rate <= 0 or self.channels < 1 or self.n_fft < 2 or self.hop_length < 1
-                or self.frame_multiple < 1 or (self.fixed_length is not None and self.fixed_length < 1)
-                or self.grid < 1 or self.placement < 0):
+        if (
+            self.sample_rate <= 0
+            or self.channels < 1
+            or self.n_fft < 2
+            or self.hop_length < 1
+            or self.frame_multiple < 1
+            or (self.fixed_length is not None and self.fixed_length < 1)
+            or self.grid < 1
+            or self.placement < 0
+        ):
             raise CheckpointError(f"model metadata: invalid values {self.to_dict()}")
 
     @property
@@ -101,7 +109,7 @@ class ModelInfo:
         return self.n_fft // 2 + 1
 
     @property
-    def role(self) -> Optional[str]:
+    def role(self) -> str | None:
         return ROLE_OF_TYPE.get(self.arch["type"]) if self.arch else None
 
     def to_dict(self) -> dict:
@@ -113,7 +121,7 @@ class ModelInfo:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str, name: str = "model") -> "ModelInfo":
+    def from_json(cls, text: str, name: str = "model") -> ModelInfo:
         try:
             data = json.loads(text)
             if not isinstance(data, dict):
@@ -121,22 +129,24 @@ class ModelInfo:
             data["sources"] = tuple(data.get("sources", SOURCES))
             version = int(data.get("format_version", FORMAT_VERSION))
             if version > FORMAT_VERSION:
-                raise CheckpointError(f"{name}: metadata format {version} is newer than this danna-sep understands "
-                                      f"({FORMAT_VERSION}); upgrade danna-sep")
+                raise CheckpointError(
+                    f"{name}: metadata format {version} is newer than this danna-sep understands "
+                    f"({FORMAT_VERSION}); upgrade danna-sep"
+                )
             known = set(cls.__dataclass_fields__)
             return cls(**{k: v for k, v in data.items() if k in known})
         except (ValueError, TypeError) as exc:
             raise CheckpointError(f"{name}: unreadable {METADATA_KEY} metadata ({exc})") from None
 
     @classmethod
-    def for_role(cls, role: str) -> "ModelInfo":
+    def for_role(cls, role: str) -> ModelInfo:
         """Defaults for a released file without metadata (the original system's values)."""
         if role == "demucs":
             return cls(domain="waveform", grid=ORIGINAL_DEMUCS_GRID, placement=ORIGINAL_DEMUCS_LEAD)
         return cls(domain=DOMAIN_OF_ROLE[role], frame_multiple=64 if role == "unet" else 1)
 
     @classmethod
-    def from_model(cls, model: nn.Module, config: Optional[Mapping[str, Any]] = None) -> "ModelInfo":
+    def from_model(cls, model: nn.Module, config: Mapping[str, Any] | None = None) -> ModelInfo:
         """Metadata of an eager model built from ``config`` (a training config or just ``{"arch": ...}``)."""
         config = dict(config or {})
         domain = getattr(model, "domain", None)
@@ -148,7 +158,9 @@ class ModelInfo:
         loss_args = (config.get("loss") or {}).get("args") or {}
         n_fft = int(args.get("n_fft") or trainer.get("n_fft") or loss_args.get("n_fft") or N_FFT)
         hop = int(args.get("hop_length") or trainer.get("hop_length") or loss_args.get("hop_length") or n_fft // 4)
-        channels = int(getattr(model, "nb_channels", None) or args.get("nb_channels") or args.get("audio_channels") or 2)
+        channels = int(
+            getattr(model, "nb_channels", None) or args.get("nb_channels") or args.get("audio_channels") or 2
+        )
         return cls(
             domain=domain,
             arch=dict(arch) if arch else {"type": type(model).__name__, "args": {}},
@@ -163,7 +175,7 @@ class ModelInfo:
         )
 
 
-def role_from_filename(path: PathLike) -> Optional[str]:
+def role_from_filename(path: PathLike) -> str | None:
     """The checkpoint role (``xumx``, ``unet``, ``demucs``) of a released file name, or None."""
     name = Path(path).name
     for role, names in MODEL_FILES.items():
@@ -175,7 +187,7 @@ def role_from_filename(path: PathLike) -> Optional[str]:
 # ------------------------------------------------------------------------------------------------ checkpoints
 
 
-def model_from_checkpoint(path: PathLike, config: Optional[Mapping[str, Any]] = None) -> tuple[nn.Module, dict]:
+def model_from_checkpoint(path: PathLike, config: Mapping[str, Any] | None = None) -> tuple[nn.Module, dict]:
     """Rebuild the model of a training checkpoint, strictly loaded and in eval mode.
 
     ``config`` (e.g. the JSON config passed to ``jit_convert.py``) overrides the checkpoint's own config; one of
@@ -191,8 +203,10 @@ def model_from_checkpoint(path: PathLike, config: Optional[Mapping[str, Any]] = 
     state = strip_wrapper_prefixes(ckpt["model"])
     report = match_state_dict(model, state)
     if not report.complete:
-        raise CheckpointError(f"{path}: weights do not match {cfg['arch'].get('type')} {cfg['arch'].get('args', {})} "
-                              f"({report.describe()})")
+        raise CheckpointError(
+            f"{path}: weights do not match {cfg['arch'].get('type')} {cfg['arch'].get('args', {})} "
+            f"({report.describe()})"
+        )
     model.load_state_dict(state, strict=True)
     model.eval()
     trainer = ckpt.get("trainer") if isinstance(ckpt.get("trainer"), Mapping) else {}
@@ -224,8 +238,9 @@ def check_contract(output: Tensor, inp: Tensor, info: ModelInfo, name: str = "mo
         expected = (inp.shape[0], len(SOURCES), inp.shape[1], f"≤{inp.shape[-1]}")
         ok = output.dim() == 4 and tuple(output.shape[:3]) == expected[:3] and output.shape[-1] <= inp.shape[-1]
     if not ok:
-        raise CheckpointError(f"{name}: for input {tuple(inp.shape)} the output is {tuple(output.shape)}, "
-                              f"the contract needs {expected}")
+        raise CheckpointError(
+            f"{name}: for input {tuple(inp.shape)} the output is {tuple(output.shape)}, the contract needs {expected}"
+        )
 
 
 @contextlib.contextmanager
@@ -254,8 +269,15 @@ class LoadedModel:
     are on :attr:`device`.
     """
 
-    def __init__(self, fn: Callable[[Tensor], Tensor], info: ModelInfo, kind: str, path: Optional[Path],
-                 device: torch.device, module: Optional[nn.Module] = None):
+    def __init__(
+        self,
+        fn: Callable[[Tensor], Tensor],
+        info: ModelInfo,
+        kind: str,
+        path: Path | None,
+        device: torch.device,
+        module: nn.Module | None = None,
+    ):
         self._fn = fn
         self.info = info
         self.kind = kind
@@ -264,8 +286,13 @@ class LoadedModel:
         self.module = module
 
     @classmethod
-    def from_module(cls, module: nn.Module, info: Optional[ModelInfo] = None, device: Union[str, torch.device] = "cpu",
-                    config: Optional[Mapping[str, Any]] = None) -> "LoadedModel":
+    def from_module(
+        cls,
+        module: nn.Module,
+        info: ModelInfo | None = None,
+        device: str | torch.device = "cpu",
+        config: Mapping[str, Any] | None = None,
+    ) -> LoadedModel:
         """Wrap an eager (or scripted) module; ``info`` defaults to :meth:`ModelInfo.from_model`."""
         device = torch.device(device)
         info = info or ModelInfo.from_model(module, config)
@@ -295,7 +322,7 @@ def _is_torchscript_archive(path: Path) -> bool:
     return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
 
 
-def load_model(path: PathLike, role: Optional[str] = None, device: Union[str, torch.device] = "cpu") -> LoadedModel:
+def load_model(path: PathLike, role: str | None = None, device: str | torch.device = "cpu") -> LoadedModel:
     """Open an exported model (TorchScript / ONNX) or a training checkpoint for inference on ``device``.
 
     ``role`` (``xumx``, ``unet``, ``demucs``) tells the domain of a file without metadata; by default it comes
@@ -316,23 +343,26 @@ def load_model(path: PathLike, role: Optional[str] = None, device: Union[str, to
     return LoadedModel(model, info, "checkpoint", path, device, model)
 
 
-def _fallback_info(path: Path, role: Optional[str]) -> ModelInfo:
+def _fallback_info(path: Path, role: str | None) -> ModelInfo:
     if role not in DOMAIN_OF_ROLE:
         raise CheckpointError(
             f"{path}: no {METADATA_KEY} metadata and the file name does not tell which model it is; name it as a "
             f"released file ({', '.join(n for names in MODEL_FILES.values() for n in names)}) or re-export it "
-            "with `danna export`")
+            "with `danna export`"
+        )
     return ModelInfo.for_role(role)
 
 
-def _load_torchscript(path: Path, role: Optional[str], device: torch.device) -> LoadedModel:
+def _load_torchscript(path: Path, role: str | None, device: torch.device) -> LoadedModel:
     extra = {METADATA_KEY: ""}
     try:
         with _quiet_jit():
             module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except Exception as exc:
-        raise CheckpointError(f"{path}: cannot load the TorchScript model "
-                              f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None
+        raise CheckpointError(
+            f"{path}: cannot load the TorchScript model "
+            f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
+        ) from None
     text = extra[METADATA_KEY]
     if isinstance(text, bytes):
         text = text.decode()
@@ -341,7 +371,7 @@ def _load_torchscript(path: Path, role: Optional[str], device: torch.device) -> 
     return LoadedModel(module, info, "torchscript", path, device, module)
 
 
-def _load_onnx(path: Path, role: Optional[str], device: torch.device) -> LoadedModel:
+def _load_onnx(path: Path, role: str | None, device: torch.device) -> LoadedModel:
     try:
         import numpy as np
         import onnxruntime as ort
@@ -369,8 +399,9 @@ def _load_onnx(path: Path, role: Optional[str], device: torch.device) -> LoadedM
         try:
             out = session.run(None, {input_name: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)})
         except Exception as exc:  # onnxruntime's own error types
-            raise CheckpointError(f"{path}: onnxruntime failed for input {tuple(x.shape)} "
-                                  f"({str(exc).strip().splitlines()[0]})") from None
+            raise CheckpointError(
+                f"{path}: onnxruntime failed for input {tuple(x.shape)} ({str(exc).strip().splitlines()[0]})"
+            ) from None
         return torch.from_numpy(out[0]).to(device)
 
     return LoadedModel(run, info, "onnx", path, device)

@@ -3,10 +3,10 @@
 Both take the model output and the batch and return ``(loss, extras)``; ``extras`` holds detached 0-dim tensors
 for logging (no ``.item()``, so a step never waits for the device).
 """
+
 from __future__ import annotations
 
 import itertools
-from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +51,7 @@ class CombinationLoss(nn.Module):
     samples)`` → ``(loss, {"loss_f", "loss_t"})``.
     """
 
-    def __init__(self, mcoeff: float = 10.0, n_fft: int = 4096, hop_length: int = 1024, n_iter: Optional[int] = None):
+    def __init__(self, mcoeff: float = 10.0, n_fft: int = 4096, hop_length: int = 1024, n_iter: int | None = None):
         super().__init__()
         if n_iter is not None and n_iter < 0:
             raise ValueError(f"n_iter must be None or >= 0, got {n_iter}")
@@ -80,7 +80,7 @@ class CombinationLoss(nn.Module):
             return mask * mix_stft.unsqueeze(1)
         return wiener(mask * mix_stft.abs().unsqueeze(1), mix_stft, self.n_iter)
 
-    def forward(self, mask: Tensor, mix_stft: Tensor, stems: Tensor, mix: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
+    def forward(self, mask: Tensor, mix_stft: Tensor, stems: Tensor, mix: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         if mask.dim() != 5 or mask.shape[1] != len(SOURCES) or mask.shape[:1] + mask.shape[2:] != mix_stft.shape:
             raise ValueError(f"mask {list(mask.shape)} does not match mix_stft {list(mix_stft.shape)}")
         if stems.shape[:3] != mask.shape[:3] or mix.shape != stems.shape[:1] + stems.shape[2:]:
@@ -136,7 +136,7 @@ class L1Loss(nn.Module):
     Both are cropped to the shorter length. ``forward(pred, stems)`` → ``(loss, {})``.
     """
 
-    def forward(self, pred: Tensor, stems: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
+    def forward(self, pred: Tensor, stems: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         if pred.shape[:-1] != stems.shape[:-1]:
             raise ValueError(f"pred {list(pred.shape)} and stems {list(stems.shape)} differ before the time axis")
         length = min(pred.shape[-1], stems.shape[-1])

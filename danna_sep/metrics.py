@@ -20,18 +20,19 @@ references have an empty band (e.g. AAC-decoded MUSDB18, nothing above 16 kHz) `
 precision: then SDR and SAR are still well defined and match museval, but museval's own ISR and SIR are set by
 rounding (a 1e-13 relative change of the input moves them by tens of dB), so no implementation reproduces them.
 """
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Sequence, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
-ArrayLike = Union[Tensor, np.ndarray]
+ArrayLike = Tensor | np.ndarray
 
 FILTERS_LEN = 512
 """Length of the BSSEval distortion filters (museval ``filters_len``)."""
@@ -73,7 +74,7 @@ def _check_pair(
         )
     if ref.numel() == 0:
         raise ValueError(f"references and estimates are empty: shape {tuple(ref.shape)}")
-    for name, t in ((("references", ref), ("estimates", est)) if finite else ()):
+    for name, t in (("references", ref), ("estimates", est)) if finite else ():
         if not bool(torch.isfinite(t.sum())):  # one cheap pass; NaN and inf propagate into the sum
             if bool(torch.isfinite(t).all()):
                 raise ValueError(f"{name} have samples too large to evaluate (max |x| = {t.abs().max().item():.3g})")
@@ -543,7 +544,9 @@ def aggregate_tracks(per_track: Sequence[ArrayLike]) -> np.ndarray:
         raise ValueError("aggregate_tracks needs at least one track")
     rows = [_as_float64(t) for t in per_track]
     if len({r.shape for r in rows}) != 1:
-        raise ValueError(f"every track must have the same number of sources, got shapes {sorted({r.shape for r in rows})}")
+        raise ValueError(
+            f"every track must have the same number of sources, got shapes {sorted({r.shape for r in rows})}"
+        )
     return _nanmedian(np.stack(rows), axis=0)
 
 
@@ -570,7 +573,9 @@ def museval_track_json(
     """
     sdr, isr, sir, sar = (_as_float64(s) for s in scores)
     if not (sdr.shape == isr.shape == sir.shape == sar.shape) or sdr.ndim != 2:
-        raise ValueError(f"scores must be four (sources, frames) arrays, got shapes {[s.shape for s in (sdr, isr, sir, sar)]}")
+        raise ValueError(
+            f"scores must be four (sources, frames) arrays, got shapes {[s.shape for s in (sdr, isr, sir, sar)]}"
+        )
     if len(target_names) != sdr.shape[0]:
         raise ValueError(f"{len(target_names)} target names for {sdr.shape[0]} sources")
     by_name = {"SDR": sdr, "SIR": sir, "ISR": isr, "SAR": sar}

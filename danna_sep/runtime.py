@@ -1,4 +1,5 @@
 """Where and how the work runs: the compute device, and the allocator policy for long CPU jobs."""
+
 from __future__ import annotations
 
 import ctypes

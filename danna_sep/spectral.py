@@ -4,12 +4,11 @@ Parameters follow the original system: n_fft 4096, hop 1024, periodic Hann windo
 padding, so a signal of ``L`` samples gives ``1 + L // hop`` frames of ``n_fft // 2 + 1 = 2049`` bins.
 Unlike the original, the inverse takes the target length and returns exactly that many samples.
 """
-from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from . import HOP_LENGTH, N_FFT  # noqa: F401 — defined torch-free in the package root, part of this module's API
+from . import HOP_LENGTH, N_FFT
 
 
 def num_frames(length: int, hop_length: int = HOP_LENGTH) -> int:
@@ -23,7 +22,7 @@ def reflect_pads(length: int, n_fft: int = N_FFT) -> bool:
     return length > n_fft // 2
 
 
-def frame_span(start: int, stop: int, n_fft: int = N_FFT, hop_length: int = HOP_LENGTH) -> Tuple[int, int]:
+def frame_span(start: int, stop: int, n_fft: int = N_FFT, hop_length: int = HOP_LENGTH) -> tuple[int, int]:
     """The samples ``[first, last)`` that frames ``[start, stop)`` of the centred STFT cover, as positions in the
     signal (negative or past its end where the frames reach into the padding)."""
     return start * hop_length - n_fft // 2, (stop - 1) * hop_length + n_fft // 2
@@ -33,7 +32,7 @@ def bandwidth_to_max_bin(sample_rate: float, n_fft: int, bandwidth: float) -> in
     """Number of bins up to and including ``bandwidth`` Hz (1487 for 16 kHz at 44.1 kHz / 4096)."""
     import math
 
-    return int(math.floor(bandwidth * n_fft / sample_rate)) + 1
+    return math.floor(bandwidth * n_fft / sample_rate) + 1
 
 
 class STFT(nn.Module):
@@ -70,7 +69,7 @@ class STFT(nn.Module):
         return spec.reshape(shape[:-1] + spec.shape[-2:])
 
     @torch.jit.export
-    def inverse(self, spec: Tensor, length: Optional[int] = None) -> Tensor:
+    def inverse(self, spec: Tensor, length: int | None = None) -> Tensor:
         """Inverse STFT. With ``length=None`` the output has ``hop · (frames − 1)`` samples."""
         shape = spec.shape
         spec = spec.reshape(-1, shape[-2], shape[-1])

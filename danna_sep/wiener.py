@@ -48,7 +48,6 @@ in quiet bins: on typical inputs float32 results differ from float64 ones by 1e-
 Everything is plain differentiable torch (gradients reach the magnitudes and the mix), and both public functions
 compile with ``torch.jit.script``.
 """
-from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -89,8 +88,8 @@ def _check_inputs(mag: Tensor, mix: Tensor, iterations: int, dtype: torch.dtype)
         raise ValueError(f"dtype must be torch.float64 or torch.float32, got {dtype}")
 
 
-def _channel_pairs(channels: int) -> List[Tuple[int, int]]:
-    pairs: List[Tuple[int, int]] = []
+def _channel_pairs(channels: int) -> list[tuple[int, int]]:
+    pairs: list[tuple[int, int]] = []
     for c in range(channels):
         for d in range(c + 1, channels):
             pairs.append((c, d))
@@ -126,7 +125,7 @@ def _unpack_hermitian(packed: Tensor, channels: int) -> Tensor:
     return torch.complex(re, im).unflatten(-1, [channels, channels])
 
 
-def _moments_factored(amp: Tensor, unit: Tensor, unit_power: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+def _moments_factored(amp: Tensor, unit: Tensor, unit_power: Tensor | None) -> tuple[Tensor, Tensor]:
     """PSDs and packed ``Σ_t y yᴴ`` of estimates ``y_j = amp_j · unit``, without forming them.
 
     amp (B, S, C, F, T) real, unit (B, C, F, T) complex, unit_power = |unit|² or None when |unit| = 1.
@@ -143,7 +142,7 @@ def _moments_factored(amp: Tensor, unit: Tensor, unit_power: Optional[Tensor]) -
     return power.mean(2), torch.cat(parts, dim=-1)
 
 
-def _moments(y: Tensor) -> Tuple[Tensor, Tensor]:
+def _moments(y: Tensor) -> tuple[Tensor, Tensor]:
     """PSDs and packed ``Σ_t y yᴴ`` of estimates y (B, S, C, F, T) complex: v (B, S, F, T), (B, S, F, C²)."""
     power = y.real.square() + y.imag.square()
     parts = [power.sum(-1).transpose(2, 3)]
@@ -184,7 +183,7 @@ def _wiener_update(
     eps_item: Tensor,
     inv_scale2: Tensor,
     out_dtype: torch.dtype,
-    out: Optional[Tensor],
+    out: Tensor | None,
 ) -> Tensor:
     """New estimates (B, S, C, F, T) of complex ``out_dtype`` from PSDs v (B, S, F, T) and packed scatter.
 
@@ -208,7 +207,7 @@ def _wiener_update(
 
 def _initial_factors(
     mag: Tensor, x: Tensor, x_power: Tensor, softmask: bool, residual: bool, eps: float
-) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+) -> tuple[Tensor, Tensor, Tensor | None]:
     """Initial estimates as ``amp (B, S(+1), C, F, T) real × unit (B, C, F, T) complex``, and |unit|² (or None).
 
     x_power is |x|² (B, C, F, T).
@@ -219,7 +218,7 @@ def _initial_factors(
     if softmask:
         amp = mag / (eps + mag.sum(1, keepdim=True))
         unit = x
-        unit_power: Optional[Tensor] = x_power
+        unit_power: Tensor | None = x_power
         if residual:
             amp = torch.cat([amp, 1.0 - amp.sum(1, keepdim=True)], dim=1)
     else:
@@ -253,7 +252,7 @@ def _filter_bins(
     inv_scale2: Tensor,
     dtype: torch.dtype,
     out_dtype: torch.dtype,
-    out: Optional[Tensor],
+    out: Tensor | None,
 ) -> Tensor:
     """The whole filter on a range of bins: mag (B, S, C|1, f, T) real, x (B, C, f, T) complex → (B, S(+1), C, f, T).
 
@@ -268,7 +267,7 @@ def _filter_bins(
             return (amp * unit.unsqueeze(1)).to(out_dtype)
         return torch.mul(amp, unit.unsqueeze(1), out=out)
     v, scatter = _moments_factored(amp, unit, unit_power)
-    for it in range(1, iterations):
+    for _it in range(1, iterations):
         y = _wiener_update(v, scatter, x, eps, eps_item, inv_scale2, complex_dtype, None)
         v, scatter = _moments(y)
     return _wiener_update(v, scatter, x, eps, eps_item, inv_scale2, out_dtype, out)
@@ -280,7 +279,7 @@ def wiener(
     iterations: int = 1,
     softmask: bool = False,
     residual: bool = False,
-    eps: Optional[float] = None,
+    eps: float | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> Tensor:
     """Multichannel Wiener filtering of a mixture from magnitude estimates of its sources (norbert's EM).
@@ -299,12 +298,12 @@ def wiener(
         complex ``(..., sources (+1 with residual), channels, bins, frames)`` in ``mix_stft``'s dtype.
     """
     _check_inputs(mag_estimates, mix_stft, iterations, dtype)
-    lead: List[int] = list(mix_stft.shape[:-3])
+    lead: list[int] = list(mix_stft.shape[:-3])
     channels, bins, frames = mix_stft.shape[-3], mix_stft.shape[-2], mix_stft.shape[-1]
     e = _machine_eps(dtype) if eps is None else eps
     x = mix_stft.reshape(-1, channels, bins, frames)  # (B, C, F, T)
     batch = x.shape[0]
-    mag = mag_estimates.reshape([batch] + list(mag_estimates.shape[-4:]))  # (B, S, C|1, F, T)
+    mag = mag_estimates.reshape([batch] + list(mag_estimates.shape[-4:]))  # noqa: RUF005 (TorchScript) (B, S, C|1, F, T)
     sources = mag.shape[1] + (1 if residual else 0)
 
     # norbert divides x and y by s = max(1, max|X| / 10) before EM; here one s per item, folded into the EM
@@ -339,7 +338,7 @@ def wiener(
                 mix_stft.dtype,
                 out[:, :, :, start:stop],
             )
-    return out.reshape(lead + [sources, channels, bins, frames])
+    return out.reshape(lead + [sources, channels, bins, frames])  # noqa: RUF005 (TorchScript)
 
 
 def wiener_windowed(
@@ -349,7 +348,7 @@ def wiener_windowed(
     window: int = 300,
     softmask: bool = False,
     residual: bool = False,
-    eps: Optional[float] = None,
+    eps: float | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> Tensor:
     """:func:`wiener` on independent blocks of ``window`` frames (the last block may be shorter).

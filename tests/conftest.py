@@ -1,4 +1,5 @@
 """Fixtures shared by several test modules."""
+
 import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -98,23 +99,29 @@ class _Handler(BaseHTTPRequestHandler):
         port = self.server.server_address[1]
         extra = {}
         if kind == "drive-form":  # today's "can't scan this file for viruses" page
-            html = (f'<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head><body>'
-                    f'<p>Google Drive can\'t scan this file for viruses.</p>'
-                    f'<form id="download-form" action="http://127.0.0.1:{port}/download" method="get">'
-                    f'<input type="submit" value="Download anyway"/>'
-                    f'<input type="hidden" name="id" value="{name}"><input type="hidden" name="export" '
-                    f'value="download"><input type="hidden" name="confirm" value="t">'
-                    f'<input type="hidden" name="uuid" value="u-1"></form></body></html>')
+            html = (
+                f"<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head><body>"
+                f"<p>Google Drive can't scan this file for viruses.</p>"
+                f'<form id="download-form" action="http://127.0.0.1:{port}/download" method="get">'
+                f'<input type="submit" value="Download anyway"/>'
+                f'<input type="hidden" name="id" value="{name}"><input type="hidden" name="export" '
+                f'value="download"><input type="hidden" name="confirm" value="t">'
+                f'<input type="hidden" name="uuid" value="u-1"></form></body></html>'
+            )
         elif kind == "drive-link":  # older pages: a confirm token in a link
-            html = (f'<html><body><a id="uc-download-link" href="/uc?export=download&amp;confirm=ABCD&amp;'
-                    f'id={name}">Download anyway</a></body></html>')
+            html = (
+                f'<html><body><a id="uc-download-link" href="/uc?export=download&amp;confirm=ABCD&amp;'
+                f'id={name}">Download anyway</a></body></html>'
+            )
         elif kind == "drive-cookie":  # older still: the token in a cookie
             html = "<html><body>Google Drive can't scan this file for viruses.</body></html>"
             extra["Set-Cookie"] = "download_warning_13058_x=TOKEN; Path=/"
         elif kind == "quota":
-            html = ("<!DOCTYPE html><html><body><p class=\"uc-error-caption\">Sorry, you can't view or download "
-                    "this file at this time.</p><p class=\"uc-error-subcaption\">Too many users have viewed or "
-                    "downloaded this file recently. Please try accessing the file again later.</p></body></html>")
+            html = (
+                '<!DOCTYPE html><html><body><p class="uc-error-caption">Sorry, you can\'t view or download '
+                'this file at this time.</p><p class="uc-error-subcaption">Too many users have viewed or '
+                "downloaded this file recently. Please try accessing the file again later.</p></body></html>"
+            )
         else:  # "html": some other page (a login wall)
             html = "<!DOCTYPE html><html><head><title>Sign in</title></head><body>Sign in to continue</body></html>"
         body = html.encode()

@@ -8,8 +8,17 @@ import soundfile as sf
 import torch
 
 from danna_sep import audio
-from danna_sep.audio import (AudioInfo, AudioWriter, ClippingWarning, audio_info, load_audio, read_frames,
-                             resample, save_audio, to_stereo)
+from danna_sep.audio import (
+    AudioInfo,
+    AudioWriter,
+    ClippingWarning,
+    audio_info,
+    load_audio,
+    read_frames,
+    resample,
+    save_audio,
+    to_stereo,
+)
 from danna_sep.errors import AudioError
 
 SR = 44100
@@ -25,7 +34,7 @@ def tones(freqs, n=SR, sr=SR, amp=0.3):
 def snr_db(ref, est):
     n = min(ref.shape[-1], est.shape[-1])
     ref, est = np.asarray(ref)[..., :n], np.asarray(est)[..., :n]
-    return 10 * np.log10((ref ** 2).sum() / ((ref - est) ** 2).sum())
+    return 10 * np.log10((ref**2).sum() / ((ref - est) ** 2).sum())
 
 
 def peak_hz(x, sr=SR):
@@ -52,7 +61,7 @@ def encode_aac(path, streams, sr=SR, container_format=None, faststart=False):
             s = out.add_stream("aac", rate=sr, layout=layouts[x.shape[0]])
             s.bit_rate = 96000 * x.shape[0]
             encoders.append(s)
-        for s, x in zip(encoders, streams):
+        for s, x in zip(encoders, streams, strict=True):
             frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x), format="fltp", layout=s.layout.name)
             frame.sample_rate, frame.pts = sr, 0
             for packet in list(s.encode(frame)) + list(s.encode(None)):
@@ -66,10 +75,16 @@ def assert_names(excinfo, path):
 # ------------------------------------------------------------------------------------------- round trips
 
 
-@pytest.mark.parametrize("ext,subtype,atol", [
-    ("wav", "PCM_16", 2 ** -15), ("wav", "PCM_24", 2 ** -23), ("wav", "FLOAT", 0.0),
-    ("flac", "PCM_16", 2 ** -15), ("flac", "PCM_24", 2 ** -23),
-])
+@pytest.mark.parametrize(
+    "ext,subtype,atol",
+    [
+        ("wav", "PCM_16", 2**-15),
+        ("wav", "PCM_24", 2**-23),
+        ("wav", "FLOAT", 0.0),
+        ("flac", "PCM_16", 2**-15),
+        ("flac", "PCM_24", 2**-23),
+    ],
+)
 def test_lossless_round_trip(tmp_path, ext, subtype, atol):
     x = np.random.default_rng(0).uniform(-0.9, 0.9, (2, 10007)).astype(np.float32)
     path = tmp_path / f"x.{ext}"
@@ -189,7 +204,7 @@ def test_51_wav_downmix(tmp_path):
     x = np.random.default_rng(1).uniform(-0.5, 0.5, (6, 1000)).astype(np.float32)
     save_audio(tmp_path / "s.wav", x, SR, subtype="FLOAT")
     y, _ = load_audio(tmp_path / "s.wav")
-    fl, fr, fc, lfe, bl, br = x.astype(np.float64)
+    fl, fr, fc, _lfe, bl, br = x.astype(np.float64)
     norm = 1 + 2 * S  # FFmpeg-style normalisation: the largest row sum of gains becomes 1
     np.testing.assert_allclose(y[0].numpy(), (fl + S * fc + S * bl) / norm, atol=1e-6)
     np.testing.assert_allclose(y[1].numpy(), (fr + S * fc + S * br) / norm, atol=1e-6)
@@ -253,7 +268,7 @@ def test_read_frames_matches_full_decode(tmp_path, ext):
         expected = torch.zeros(2, frames)
         lo, hi = max(start, 0), min(start + frames, 5000)
         if hi > lo:
-            expected[:, lo - start: hi - start] = full[:, lo:hi]
+            expected[:, lo - start : hi - start] = full[:, lo:hi]
         torch.testing.assert_close(chunk, expected, rtol=0, atol=0)
 
 
@@ -321,9 +336,23 @@ def _make(tmp_path, case):
     raise AssertionError(case)
 
 
-BAD_CASES = ["missing", "directory", "empty", "zero-length", "zero-length-m4a", "unsupported", "garbage-wav",
-             "garbage-m4a", "truncated-wav", "truncated-flac", "truncated-mp3", "truncated-m4a", "truncated-m4a-faststart",
-             "nan", "inf"]
+BAD_CASES = [
+    "missing",
+    "directory",
+    "empty",
+    "zero-length",
+    "zero-length-m4a",
+    "unsupported",
+    "garbage-wav",
+    "garbage-m4a",
+    "truncated-wav",
+    "truncated-flac",
+    "truncated-mp3",
+    "truncated-m4a",
+    "truncated-m4a-faststart",
+    "nan",
+    "inf",
+]
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
@@ -335,8 +364,20 @@ def test_load_errors_name_file_and_cause(tmp_path, case):
     assert cause in str(e.value)
 
 
-@pytest.mark.parametrize("case", ["missing", "directory", "empty", "zero-length", "unsupported", "garbage-wav",
-                                  "garbage-m4a", "truncated-wav", "truncated-m4a"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing",
+        "directory",
+        "empty",
+        "zero-length",
+        "unsupported",
+        "garbage-wav",
+        "garbage-m4a",
+        "truncated-wav",
+        "truncated-m4a",
+    ],
+)
 def test_info_errors(tmp_path, case):
     path, cause = _make(tmp_path, case)
     with pytest.raises(AudioError, match=cause.split("'")[0]) as e:
@@ -358,10 +399,10 @@ def test_streaming_wav_placeholder_sizes_are_not_truncation(tmp_path):
     save_audio(tmp_path / "p.wav", x, SR)
     data = bytearray((tmp_path / "p.wav").read_bytes())
     at = data.find(b"data")
-    data[4:8] = data[at + 4: at + 8] = b"\xff\xff\xff\xff"
+    data[4:8] = data[at + 4 : at + 8] = b"\xff\xff\xff\xff"
     (tmp_path / "p.wav").write_bytes(data)
     y, _ = load_audio(tmp_path / "p.wav")
-    np.testing.assert_allclose(y.numpy(), x, atol=2 ** -15)
+    np.testing.assert_allclose(y.numpy(), x, atol=2**-15)
 
 
 def test_bad_stream_on_single_stream_file(tmp_path):
@@ -454,20 +495,18 @@ def test_streaming_writer(tmp_path):
     path = tmp_path / "s.flac"
     with AudioWriter(path, SR, 2, subtype="PCM_24") as w:
         for s in range(0, 3000, 700):
-            w.write(torch.from_numpy(x[:, s: s + 700]))
+            w.write(torch.from_numpy(x[:, s : s + 700]))
             assert not path.exists()  # invisible until complete
     assert w.frames_written == 3000
     y, _ = load_audio(path)
-    np.testing.assert_allclose(y.numpy(), x, atol=2 ** -23)
+    np.testing.assert_allclose(y.numpy(), x, atol=2**-23)
     # an exception inside the block discards the file
-    with pytest.raises(RuntimeError):
-        with AudioWriter(tmp_path / "t.wav", SR, 2) as w:
-            w.write(x)
-            raise RuntimeError("separation failed")
+    with pytest.raises(RuntimeError), AudioWriter(tmp_path / "t.wav", SR, 2) as w:
+        w.write(x)
+        raise RuntimeError("separation failed")
     assert [p.name for p in tmp_path.iterdir()] == ["s.flac"]
-    with pytest.raises(ValueError):
-        with AudioWriter(tmp_path / "u.wav", SR, 2) as w:
-            w.write(x[:1])
+    with pytest.raises(ValueError), AudioWriter(tmp_path / "u.wav", SR, 2) as w:
+        w.write(x[:1])
     assert [p.name for p in tmp_path.iterdir()] == ["s.flac"]
 
 
@@ -477,7 +516,7 @@ def test_clipping(tmp_path):
         save_audio(tmp_path / "c.wav", x, SR)
     assert str(tmp_path / "c.wav") in str(w[0].message)
     y, _ = load_audio(tmp_path / "c.wav", sample_rate=None)
-    np.testing.assert_allclose(y.numpy(), np.clip(x, -1, 1), atol=2 ** -15)
+    np.testing.assert_allclose(y.numpy(), np.clip(x, -1, 1), atol=2**-15)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         save_audio(tmp_path / "f.wav", x, SR, subtype="FLOAT")  # float keeps values beyond ±1, silently

@@ -1,4 +1,5 @@
 """CPU per-stem augmentations and batched device augmentations (pitch shift, speed change)."""
+
 import math
 
 import numpy as np
@@ -38,7 +39,9 @@ def test_gain_per_stem_in_range():
     assert torch.allclose(gains, gains[:, :1].expand_as(gains), atol=1e-5)  # one gain per stem
     assert gains[:, 0].min() >= 0.25 and gains[:, 0].max() <= 1.25
     assert len(set(gains[:, 0].tolist())) == 4  # drawn per stem
-    many = np.concatenate([RandomGain()(torch.ones(4, 1, 1), np.random.default_rng(i)).flatten().numpy() for i in range(200)])
+    many = np.concatenate(
+        [RandomGain()(torch.ones(4, 1, 1), np.random.default_rng(i)).flatten().numpy() for i in range(200)]
+    )
     assert abs(many.mean() - 0.75) < 0.03 and many.min() >= 0.25 and many.max() <= 1.25
 
 
@@ -52,8 +55,8 @@ def test_swap_and_flip():
     swapped = flipped = 0
     for i in range(250):
         r = np.random.default_rng(i)
-        swapped += int(sum(torch.equal(a, b) for a, b in zip(RandomSwapLR(0.5)(x, r), x.flip(1))))
-        flipped += int(sum(torch.equal(a, -b) for a, b in zip(RandomFlipPolarity(0.5)(x, r), x)))
+        swapped += int(sum(torch.equal(a, b) for a, b in zip(RandomSwapLR(0.5)(x, r), x.flip(1), strict=True)))
+        flipped += int(sum(torch.equal(a, -b) for a, b in zip(RandomFlipPolarity(0.5)(x, r), x, strict=True)))
     assert abs(swapped / 1000 - 0.5) < 0.06 and abs(flipped / 1000 - 0.5) < 0.06  # p = .5 per stem
 
 
@@ -132,10 +135,10 @@ def test_speed_change(factor):
     y = RandomSpeed([factor], p=1.0)(x)
     assert y.shape == x.shape
     played = int(SR / factor) if factor > 1 else SR
-    assert abs(peak_hz(y[0, 0, 0, 2048:played - 2048]) - 440 * factor) < 1.0
+    assert abs(peak_hz(y[0, 0, 0, 2048 : played - 2048]) - 440 * factor) < 1.0
     if factor > 1:  # faster: the input ends early, the rest is zero
-        assert y[..., played + 64:].abs().max() == 0
-        assert rms(y[..., 2048:played - 2048]) > 0.3
+        assert y[..., played + 64 :].abs().max() == 0
+        assert rms(y[..., 2048 : played - 2048]) > 0.3
     else:  # slower: cropped, no silence
         assert rms(y[..., -2048:]) > 0.3
 

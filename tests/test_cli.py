@@ -1,6 +1,6 @@
 import subprocess
-from pathlib import Path
 import sys
+from pathlib import Path
 
 from danna_sep import __version__
 from danna_sep.cli import build_parser, main, separate_main
@@ -30,8 +30,11 @@ def test_unknown_command_is_an_error():
 def _cli(*args: str) -> subprocess.CompletedProcess:
     code = "import sys; from danna_sep.cli import main, separate_main; sys.exit({}(sys.argv[2:]))"
     entry, *rest = args
-    return subprocess.run([sys.executable, "-c", code.format("separate_main" if entry == "danna-sep" else "main"),
-                           "-", *rest], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-c", code.format("separate_main" if entry == "danna-sep" else "main"), "-", *rest],
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_danna_sep_speaks_under_its_own_name_and_suggests_close_options(tmp_path):
@@ -73,10 +76,12 @@ def test_separate_defaults_match_the_python_api():
 
 
 def test_separate_help_does_not_import_torch():
-    code = ("import sys; from danna_sep.cli import main\n"
-            "try: main(['separate', '--help'])\n"
-            "except SystemExit: pass\n"
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys; from danna_sep.cli import main\n"
+        "try: main(['separate', '--help'])\n"
+        "except SystemExit: pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "default 0.25" in proc.stdout and "default 300" in proc.stdout
@@ -100,6 +105,6 @@ def test_the_demo_ends_with_a_command_that_separates_a_song(tmp_path):
     sf.write(tmp_path / "song.wav", example_mix(44100).T.numpy(), 44100)
     command = shlex.split(try_command(models, bag))
     assert Path(command[0]).name == "danna-sep" and command[-1] == "song.wav"
-    proc = subprocess.run(command + ["-q", "--no-download"], cwd=tmp_path, capture_output=True, text=True)
+    proc = subprocess.run([*command, "-q", "--no-download"], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (tmp_path / "song").iterdir()) == ["bass.wav", "drums.wav", "other.wav", "vocals.wav"]

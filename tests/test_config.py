@@ -28,9 +28,10 @@ def test_configs_ship_inside_the_package_and_the_root_folder_links_to_them():
     import danna_sep
 
     package = Path(danna_sep.__file__).resolve().parent
-    assert CONFIGS == package / "configs"  # package data: wheels carry the configs
+    assert package / "configs" == CONFIGS  # package data: wheels carry the configs
     assert sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.json")) == sorted(
-        f"{prefix}{n}.json" for prefix in ("", "tiny/") for n in FULL)
+        f"{prefix}{n}.json" for prefix in ("", "tiny/") for n in FULL
+    )
     root = package.parent / "configs"
     if root.exists():  # a source checkout: `python train.py configs/...` keeps working
         assert root.resolve() == CONFIGS
@@ -54,9 +55,17 @@ def test_full_configs_keep_the_original_values_with_the_fixes(name):
     }[name]
     tr = cfg["trainer"]
     train_args = cfg["dataset"]["train"]["args"]
-    got = (cfg["name"], train_args["seq_duration"], train_args["samples_per_track"], cfg["optimizer"]["args"]["lr"],
-           cfg["data_loader"]["train"]["batch_size"], tr["epochs"], tr["cum_steps"], tr["amp_enabled"],
-           None if tr["time_domain"] else cfg["MWF"]["n_iter"])
+    got = (
+        cfg["name"],
+        train_args["seq_duration"],
+        train_args["samples_per_track"],
+        cfg["optimizer"]["args"]["lr"],
+        cfg["data_loader"]["train"]["batch_size"],
+        tr["epochs"],
+        tr["cum_steps"],
+        tr["amp_enabled"],
+        None if tr["time_domain"] else cfg["MWF"]["n_iter"],
+    )
     assert got == original
     # fixes (reference §12.5, §12.7): train leaves the validation tracks out, schedulers and early stopping act
     assert train_args["split"] == "train" and not train_args.get("include_valid_in_train", False)
@@ -177,8 +186,15 @@ def test_parse_override_values_are_json_else_strings():
 
 def test_overrides_apply_create_and_index():
     raw = _raw("x_umx_mwf")
-    out = apply_overrides(raw, ["trainer.epochs=2", "dataset.train.args.samples_per_track=4",
-                                "lr_scheduler.args.milestones.0=1", "trainer.grad_clip=0.5"])
+    out = apply_overrides(
+        raw,
+        [
+            "trainer.epochs=2",
+            "dataset.train.args.samples_per_track=4",
+            "lr_scheduler.args.milestones.0=1",
+            "trainer.grad_clip=0.5",
+        ],
+    )
     assert out["trainer"]["epochs"] == 2 and out["dataset"]["train"]["args"]["samples_per_track"] == 4
     assert out["lr_scheduler"]["args"]["milestones"] == [1] and out["trainer"]["grad_clip"] == 0.5
     assert raw["trainer"]["epochs"] == 70  # the input is not modified

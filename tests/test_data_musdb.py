@@ -1,4 +1,5 @@
 """MUSDB18-HQ (wav) and MUSDB18 (.stem.mp4) datasets: layouts, splits, sampling, determinism, bad input."""
+
 import warnings
 from pathlib import Path
 
@@ -31,8 +32,8 @@ def stem_audio(code: int, source: int, frames: int) -> np.ndarray:
 
 def decode(chunk: np.ndarray) -> tuple[int, int, int]:
     """(track code, source index, start sample) of a chunk written by stem_audio."""
-    code = int(round(chunk[1, 0] * 1000))
-    return code // 10, code % 10, int(round(chunk[0, 0] / RAMP))
+    code = round(chunk[1, 0] * 1000)
+    return code // 10, code % 10, round(chunk[0, 0] / RAMP)
 
 
 def write_hq_track(folder: Path, code: int, seconds: float, rate: int = SR) -> None:
@@ -64,7 +65,9 @@ def test_official_valid_list():
 
 
 def test_splits_exclude_valid_from_train_by_default(hq_root):
-    names = lambda split, **kw: [t.name for t in split_tracks(hq_root, split, **kw)]
+    def names(split, **kw):
+        return [t.name for t in split_tracks(hq_root, split, **kw)]
+
     assert names("train") == ["Alpha", "Beta", "Gamma"]
     assert names("valid") == sorted([VALID_A, VALID_B])
     assert names("test") == ["Omega"]
@@ -149,8 +152,14 @@ def test_cpu_augment_inside_dataset(hq_root):
         ratios = [(stems[s] * c).sum() / (c * c).sum() for c in cands]
         best = max(ratios, key=abs)
         assert 0.25 - 1e-4 <= abs(best) <= 1.25 + 1e-4
-    off = MUSDBDataset(hq_root, "train", seq_duration=0.25, samples_per_track=2, seed=1,
-                       augment={"gain": None, "swap_lr_p": 0.0, "flip_polarity_p": 0.0})
+    off = MUSDBDataset(
+        hq_root,
+        "train",
+        seq_duration=0.25,
+        samples_per_track=2,
+        seed=1,
+        augment={"gain": None, "swap_lr_p": 0.0, "flip_polarity_p": 0.0},
+    )
     torch.testing.assert_close(off[0][1], ref)
 
 
@@ -168,7 +177,9 @@ def _batches(ds, workers: int, persistent: bool = False, epochs=(0,)):
 
 
 def test_reproducible_across_workers_and_epochs(hq_root):
-    make = lambda seed=0: MUSDBDataset(hq_root, "train", seq_duration=0.1, samples_per_track=2, seed=seed)
+    def make(seed=0):
+        return MUSDBDataset(hq_root, "train", seq_duration=0.1, samples_per_track=2, seed=seed)
+
     ds = make()
     (single,) = _batches(ds, 0)
     (again,) = _batches(make(), 0)
@@ -238,10 +249,10 @@ def test_mono_is_duplicated_and_mixture_optional(tmp_path):
 
 
 def write_stem_mp4(path: Path, streams: np.ndarray) -> None:
-    """streams (5, 2, samples) float32 → an AAC .stem.mp4 with 5 stereo streams (mixture, drums, bass, other, vocals)."""
+    """streams (5, 2, samples) float32 → an AAC .stem.mp4 with 5 streams (mixture, drums, bass, other, vocals)."""
     with av.open(str(path), "w") as container:
         outs = [container.add_stream("aac", rate=SR, layout="stereo") for _ in streams]
-        for out, audio in zip(outs, streams):
+        for out, audio in zip(outs, streams, strict=True):
             frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio), format="fltp", layout="stereo")
             frame.rate = SR
             for packet in out.encode(frame):
@@ -263,10 +274,12 @@ def stem_root(tmp_path_factory) -> Path:
         (root / subset).mkdir()
         for k, name in enumerate(names):
             # tonal content (AAC decodes it deterministically), a different frequency per stream and track
-            streams = np.stack([
-                np.stack([0.2 * np.sin(2 * np.pi * (220 + 110 * s + 30 * k) * t + c) for c in (0.0, 0.5)])
-                for s in range(5)
-            ]).astype(np.float32)
+            streams = np.stack(
+                [
+                    np.stack([0.2 * np.sin(2 * np.pi * (220 + 110 * s + 30 * k) * t + c) for c in (0.0, 0.5)])
+                    for s in range(5)
+                ]
+            ).astype(np.float32)
             write_stem_mp4(root / subset / f"{name}.stem.mp4", streams)
     return root
 
@@ -280,7 +293,7 @@ def test_stem_layout_tracks_and_chunks(stem_root):
         chunk = read_stem(path, [0, 1, 2, 3, 4], start, 8000)
         assert chunk.shape == (5, 2, 8000)
         for stream in range(5):
-            ref = full_decode(path, stream)[:, start:start + 8000]
+            ref = full_decode(path, stream)[:, start : start + 8000]
             # a seek + 2048 samples of pre-roll decodes the same samples as a full decode
             np.testing.assert_allclose(chunk[stream], ref, atol=1e-4)
 
@@ -292,11 +305,11 @@ def test_stem_dataset_items(stem_root):
     assert stems.shape == (4, 2, int(0.2 * SR))
     torch.testing.assert_close(mix, stems.sum(0))
     for s, (track, start) in enumerate(ds.draw(4)):
-        ref = full_decode(ds.tracks[track].path, s + 1)[:, start:start + stems.shape[-1]]
+        ref = full_decode(ds.tracks[track].path, s + 1)[:, start : start + stems.shape[-1]]
         np.testing.assert_allclose(stems[s].numpy(), ref, atol=1e-4)
     test = MUSDBDataset(stem_root, "test", seq_duration=0.5)
     mix, stems = test[1]
-    ref = full_decode(test.tracks[0].path, 0)[:, int(0.5 * SR):int(1.0 * SR)]
+    ref = full_decode(test.tracks[0].path, 0)[:, int(0.5 * SR) : int(1.0 * SR)]
     np.testing.assert_allclose(mix.numpy(), ref, atol=1e-4)
 
 
@@ -322,12 +335,15 @@ def test_missing_root_or_layout(tmp_path):
         MUSDBDataset(tmp_path, "train")
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("missing", r"track 'Bad': missing stem bass\.wav"),
-    ("length", r"track 'Bad': files have different lengths"),
-    ("rate", r"track 'Bad': .*bass\.wav: sample rate 48000 Hz, expected 44100"),
-    ("garbage", r"track 'Bad': cannot read .*bass\.wav"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("missing", r"track 'Bad': missing stem bass\.wav"),
+        ("length", r"track 'Bad': files have different lengths"),
+        ("rate", r"track 'Bad': .*bass\.wav: sample rate 48000 Hz, expected 44100"),
+        ("garbage", r"track 'Bad': cannot read .*bass\.wav"),
+    ],
+)
 def test_invalid_track(tmp_path, damage, message):
     write_hq_track(tmp_path / "train" / "Good", 1, 0.3)
     bad = tmp_path / "train" / "Bad"
@@ -351,7 +367,7 @@ def test_invalid_track(tmp_path, damage, message):
 
 def test_empty_after_filtering(tmp_path):
     write_hq_track(tmp_path / "train" / VALID_A, 1, 0.3)
-    with pytest.raises(DatasetError, match="train split is empty.*include_valid_in_train"):
+    with pytest.raises(DatasetError, match=r"train split is empty.*include_valid_in_train"):
         MUSDBDataset(tmp_path, "train")
     (tmp_path / "train" / VALID_A / "drums.wav").unlink()
     with pytest.warns(UserWarning), pytest.raises(DatasetError, match="valid split is empty"):

@@ -1,4 +1,5 @@
 import io
+import itertools
 
 import julius
 import pytest
@@ -43,7 +44,10 @@ def tiny(**kwargs) -> DemucsSplit:
 def test_reference_parameter_count_and_split():
     with torch.device("meta"):  # no 732 MiB allocation
         model = DemucsSplit()
-    count = lambda params: sum(p.numel() for p in params)  # noqa: E731
+
+    def count(params):
+        return sum(p.numel() for p in params)
+
     assert count(model.parameters()) == 191_928_152
     # §8's split: encoder 18.9M, convs_1x1 37.7M, dec_pre_convs 18.9M, decoders 12.6M, LSTM 94.4M, linear 9.4M
     assert count(model.encoder.parameters()) == 18_870_384
@@ -115,7 +119,9 @@ def test_standardize_round_trip_and_reference_statistics():
     torch.testing.assert_close(z.mean(dim=1).mean(dim=-1), torch.zeros(3, dtype=torch.float64))
     stems = torch.stack([x, 2 * x, -x, x], dim=1)
     back = destandardize(torch.stack([z, 2 * z, -z, z], dim=1), mean, std)
-    torch.testing.assert_close(back, stems + torch.tensor([0.0, -1.0, 2.0, 0.0], dtype=torch.float64).view(1, 4, 1, 1) * mean.unsqueeze(1))
+    torch.testing.assert_close(
+        back, stems + torch.tensor([0.0, -1.0, 2.0, 0.0], dtype=torch.float64).view(1, 4, 1, 1) * mean.unsqueeze(1)
+    )
     # a single sample has zero spread, not NaN
     z1, _, std1 = standardize(torch.randn(1, 2, 1))
     assert torch.isfinite(z1).all() and torch.isfinite(std1).all()
@@ -151,8 +157,11 @@ def _source_slices(level: DecoderLevel, source: int) -> list[torch.Tensor]:
     w = level.width
     hidden, outs = slice(2 * w * source, 2 * w * (source + 1)), level.deconv.out_channels // level.sources
     return [
-        level.pre_conv.weight[hidden], level.pre_conv.bias[hidden], level.skip_conv.weight[hidden],
-        level.deconv.weight[w * source : w * (source + 1)], level.deconv.bias[outs * source : outs * (source + 1)],
+        level.pre_conv.weight[hidden],
+        level.pre_conv.bias[hidden],
+        level.skip_conv.weight[hidden],
+        level.deconv.weight[w * source : w * (source + 1)],
+        level.deconv.bias[outs * source : outs * (source + 1)],
     ]
 
 
@@ -204,7 +213,9 @@ def test_torchscript_matches_eager(config):
         torch.testing.assert_close(loaded(x), model(x))
 
 
-@pytest.mark.parametrize("cin,cout,kernel,stride,groups", [(96, 8, 8, 4, 4), (8, 6, 7, 3, 2), (4, 4, 3, 1, 1), (4, 8, 2, 4, 1)])
+@pytest.mark.parametrize(
+    "cin,cout,kernel,stride,groups", [(96, 8, 8, 4, 4), (8, 6, 7, 3, 2), (4, 4, 3, 1, 1), (4, 8, 2, 4, 1)]
+)
 @pytest.mark.parametrize("frames", [37, 1100])  # phase-split path, and torch's for short inputs
 def test_phase_conv_transpose_matches_torch(cin, cout, kernel, stride, groups, frames):
     torch.manual_seed(0)
@@ -219,7 +230,7 @@ def test_phase_conv_transpose_matches_torch(cin, cout, kernel, stride, groups, f
     g = torch.randn_like(ref)
     grads = torch.autograd.grad(out, (x, conv.weight), g)
     ref_grads = torch.autograd.grad(ref, (x, conv.weight), g)
-    for a, b in zip(grads, ref_grads):
+    for a, b in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(a, b)
 
 
@@ -249,7 +260,7 @@ def test_cpu_training_lstm_matches_nn_lstm(batch, frames):
     ref = blstm(x)
     ref_grads = torch.autograd.grad(ref, [x, *blstm.parameters()], grad)
     torch.testing.assert_close(out, ref)
-    for a, b in zip(grads, ref_grads):
+    for a, b in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(a, b)
 
 
@@ -321,7 +332,7 @@ def test_a_few_training_steps_reduce_the_l1_loss():
         optimizer.step()
         losses.append(loss.item())
     # from the rescaled init the loss falls slowly but steadily (≈ 0.4 % a step here)
-    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+    assert all(b < a for a, b in itertools.pairwise(losses)), losses
     assert losses[-1] < 0.99 * losses[0], losses
 
 
@@ -339,7 +350,7 @@ def test_legacy_batches_itemwise_and_scripts():
     x = torch.randn(3, 2, 3000)
     scripted = torch.jit.script(model)
     with torch.no_grad():
-        items = torch.cat([model(x[i: i + 1]) for i in range(3)])
+        items = torch.cat([model(x[i : i + 1]) for i in range(3)])
         assert items.shape[-1] < 3000
         torch.testing.assert_close(model(x), items)
         torch.testing.assert_close(scripted(x), items)

@@ -1,5 +1,6 @@
 """Getting released model files: a local HTTP server serves tiny exported models and misbehaves on demand
 (breaks, 5xx, 4xx, web pages, Drive's confirm and quota pages); nothing here touches the internet."""
+
 import errno
 import json
 import os
@@ -16,16 +17,26 @@ from danna_sep.errors import CheckpointError
 from danna_sep.export import ModelInfo, _quiet_jit, export_torchscript
 from danna_sep.models import build_model
 from danna_sep.release import download
-from danna_sep.release.download import (CHUNK, LOCK_NAME, DownloadError, RetryPolicy, ensure, fetch, file_states,
-                                        read_lock)
+from danna_sep.release.download import (
+    CHUNK,
+    LOCK_NAME,
+    DownloadError,
+    RetryPolicy,
+    ensure,
+    fetch,
+    file_states,
+    read_lock,
+)
 from danna_sep.release.registry import REGISTRY_ENV, ReleasedFile
 from danna_sep.release.verify import sha256_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 NAME = "unet_attention.pth"
-ARCH = {"type": "UNetAttn", "args": {"k": 2, "levels": 2, "d_model": 4, "n_heads": 1, "attn_channels": 2,
-                                     "max_bins": 32}}
+ARCH = {
+    "type": "UNetAttn",
+    "args": {"k": 2, "levels": 2, "d_model": 4, "n_heads": 1, "attn_channels": 2, "max_bins": 32},
+}
 
 
 def _export(path: Path, seed: int) -> bytes:
@@ -62,8 +73,16 @@ def srv(server, models, monkeypatch):
 
 
 def _entry(models, *sources, sha256=None, params=None, name=NAME):
-    return ReleasedFile(name=name, role="unet", format="torchscript", title="tiny U-Net", size=len(models["a"]),
-                        params=params or models["params"], sha256=sha256, sources=tuple(sources))
+    return ReleasedFile(
+        name=name,
+        role="unet",
+        format="torchscript",
+        title="tiny U-Net",
+        size=len(models["a"]),
+        params=params or models["params"],
+        sha256=sha256,
+        sources=tuple(sources),
+    )
 
 
 class Notes(list):
@@ -99,7 +118,7 @@ def test_download_is_verified_renamed_and_locked_then_already_there(srv, models,
 
 def test_transfer_broken_half_way_resumes_with_range(srv, models, tmp_path):
     srv.plans[f"/files/{NAME}"] = ["break"]
-    [v] = _fetch(_entry(models, f"{srv.base}/files/{NAME}"), tmp_path)
+    [_v] = _fetch(_entry(models, f"{srv.base}/files/{NAME}"), tmp_path)
     assert (tmp_path / NAME).read_bytes() == models["a"]
     assert [r for _, _, r in srv.log] == [None, f"bytes={CHUNK}-"]  # all but the last chunk was kept
 
@@ -157,8 +176,9 @@ def test_5xx_gives_up_after_the_last_try(srv, models, tmp_path):
     assert not (tmp_path / NAME).exists()
 
 
-@pytest.mark.parametrize("code, words", [(404, "404 Not Found): a dead link"), (403, "refuses"),
-                                         (410, "answered 410 Gone")])
+@pytest.mark.parametrize(
+    "code, words", [(404, "404 Not Found): a dead link"), (403, "refuses"), (410, "answered 410 Gone")]
+)
 def test_4xx_fails_at_once_with_the_url(srv, models, tmp_path, code, words):
     srv.plans[f"/files/{NAME}"] = [str(code)]
     url = f"{srv.base}/files/{NAME}"
@@ -188,7 +208,7 @@ def test_connection_refused_and_dns_failure(srv, models, tmp_path, monkeypatch):
 
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
     with pytest.raises(DownloadError, match=r"cannot look up drive.example \(DNS failed: no network\?\)"):
-        _fetch(_entry(models, f"https://drive.example/uc?id=x"), tmp_path, retry=RetryPolicy(1, 0.0))
+        _fetch(_entry(models, "https://drive.example/uc?id=x"), tmp_path, retry=RetryPolicy(1, 0.0))
 
 
 # ------------------------------------------------------------------------------------------------- Drive
@@ -201,8 +221,12 @@ def test_drive_warning_page_is_followed(srv, models, tmp_path, page):
     assert (tmp_path / NAME).read_bytes() == models["a"]
     followed = srv.log[1]
     if page == "drive-form":
-        assert followed[0] == "/download" and followed[1] == {"id": NAME, "export": "download", "confirm": "t",
-                                                             "uuid": "u-1"}
+        assert followed[0] == "/download" and followed[1] == {
+            "id": NAME,
+            "export": "download",
+            "confirm": "t",
+            "uuid": "u-1",
+        }
     else:
         assert followed[0] == "/uc" and followed[1]["confirm"] == ("ABCD" if page == "drive-link" else "TOKEN")
 
@@ -245,7 +269,7 @@ def test_file_changed_in_place_is_refused(srv, models, tmp_path):
 
 def test_registry_hash_binds_even_with_force(srv, models, tmp_path):
     entry = _entry(models, f"{srv.base}/files/{NAME}", sha256="0" * 64)
-    with pytest.raises(CheckpointError, match="is not that of .* in the registry"):
+    with pytest.raises(CheckpointError, match=r"is not that of .* in the registry"):
         _fetch(entry, tmp_path, force=True)
     assert not (tmp_path / f"{NAME}.part").exists() and not read_lock(tmp_path)
 
@@ -255,8 +279,11 @@ def test_disk_full(srv, models, tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(download, "_write_block", full)
-    with pytest.raises(DownloadError, match=rf"disk full while writing {tmp_path}/{NAME}.part: 0.2 MB needed, "
-                                            "free some space"):
+    with pytest.raises(
+        DownloadError,
+        match=rf"disk full while writing {tmp_path}/{NAME}.part: 0.2 MB needed, "
+        "free some space",
+    ):
         _fetch(_entry(models, f"{srv.base}/files/{NAME}"), tmp_path)
     assert len(srv.log) == 1  # neither retried nor passed to another source
 
@@ -270,8 +297,11 @@ def test_offline_refuses_urls_but_takes_a_local_folder(srv, models, tmp_path, mo
     with pytest.raises(DownloadError) as err:
         _fetch(_entry(models, url), tmp_path / "ckpt")
     message = str(err.value)
-    for words in (f"DANNA_OFFLINE=1 forbids downloads, and {NAME} (0.2 MB, {url})", f"`danna download {NAME}`",
-                  f"danna download --source DIR {NAME}"):
+    for words in (
+        f"DANNA_OFFLINE=1 forbids downloads, and {NAME} (0.2 MB, {url})",
+        f"`danna download {NAME}`",
+        f"danna download --source DIR {NAME}",
+    ):
         assert words in message
     assert not srv.log
     hand = tmp_path / "by-hand"
@@ -309,28 +339,33 @@ def test_own_sources_are_tried_in_order(srv, models, tmp_path):
 
 def test_ensure_fetches_only_what_is_missing_with_a_notice(srv, models, tmp_path):
     srv.files["other.pth"] = models["b"]
-    present, missing = _entry(models, f"{srv.base}/files/{NAME}"), _entry(models, f"{srv.base}/files/other.pth",
-                                                                           name="other.pth")
+    present, missing = (
+        _entry(models, f"{srv.base}/files/{NAME}"),
+        _entry(models, f"{srv.base}/files/other.pth", name="other.pth"),
+    )
     (tmp_path / NAME).write_bytes(models["a"])
     notes = Notes()
-    got = ensure([present, missing], tmp_path, allow_download=True, quiet=True, notify=notes,
-                 retry=RetryPolicy(1, 0.0))
+    got = ensure([present, missing], tmp_path, allow_download=True, quiet=True, notify=notes, retry=RetryPolicy(1, 0.0))
     assert [v.name for v in got] == ["other.pth"] and [p for p, _, _ in srv.log] == ["/files/other.pth"]
-    assert notes[0] == (f"downloading other.pth (0.2 MB) from 127.0.0.1 into {tmp_path} "
-                        "(once; --no-download or DANNA_OFFLINE=1 forbids this)")
+    assert notes[0] == (
+        f"downloading other.pth (0.2 MB) from 127.0.0.1 into {tmp_path} "
+        "(once; --no-download or DANNA_OFFLINE=1 forbids this)"
+    )
 
 
 @pytest.mark.parametrize("offline", [False, True])
 def test_ensure_without_downloads_names_every_missing_file(srv, models, tmp_path, monkeypatch, offline):
-    entries = [_entry(models, f"{srv.base}/uc?id=a", name="a.pth"), _entry(models, f"{srv.base}/uc?id=b",
-                                                                           name="b.pth")]
+    entries = [_entry(models, f"{srv.base}/uc?id=a", name="a.pth"), _entry(models, f"{srv.base}/uc?id=b", name="b.pth")]
     if offline:
         monkeypatch.setenv(download.OFFLINE_ENV, "yes")
     with pytest.raises(DownloadError) as err:
         ensure(entries, tmp_path, allow_download=offline, retry=RetryPolicy(1, 0.0))  # offline: allowed, yet off
     message = str(err.value)
-    assert (f"a.pth (0.2 MB, {srv.base}/uc?id=a); b.pth (0.2 MB, {srv.base}/uc?id=b)" in message
-            and f"`danna download --dir {tmp_path} a.pth b.pth`" in message and "\n" not in message)
+    assert (
+        f"a.pth (0.2 MB, {srv.base}/uc?id=a); b.pth (0.2 MB, {srv.base}/uc?id=b)" in message
+        and f"`danna download --dir {tmp_path} a.pth b.pth`" in message
+        and "\n" not in message
+    )
     assert ("DANNA_OFFLINE=1" if offline else "--no-download") in message and not srv.log
 
 
@@ -339,10 +374,26 @@ def test_ensure_without_downloads_names_every_missing_file(srv, models, tmp_path
 
 def _registry_file(tmp_path, models, url):
     path = tmp_path / "registry.json"
-    path.write_text(json.dumps({"files": [{"name": NAME, "role": "unet", "format": "torchscript", "title": "tiny",
-                                           "size": len(models["a"]), "params": models["params"], "sha256": None,
-                                           "sources": [url], "imported": "unet_imported.pt"}],
-                                "sets": {"default": [NAME], "all": [NAME]}}))
+    path.write_text(
+        json.dumps(
+            {
+                "files": [
+                    {
+                        "name": NAME,
+                        "role": "unet",
+                        "format": "torchscript",
+                        "title": "tiny",
+                        "size": len(models["a"]),
+                        "params": models["params"],
+                        "sha256": None,
+                        "sources": [url],
+                        "imported": "unet_imported.pt",
+                    }
+                ],
+                "sets": {"default": [NAME], "all": [NAME]},
+            }
+        )
+    )
     return path
 
 
@@ -372,8 +423,12 @@ def test_cli_offline_error_is_one_line_without_traceback(srv, models, tmp_path):
     url = f"{srv.base}/uc?id={NAME}"
     env = {**os.environ, REGISTRY_ENV: str(_registry_file(tmp_path, models, url)), download.OFFLINE_ENV: "1"}
     env.pop(download.SOURCE_ENV, None)
-    proc = subprocess.run([sys.executable, "-m", "danna_sep.cli", "download", "--no-import", "--dir",
-                           str(tmp_path / "ckpt")], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "danna_sep.cli", "download", "--no-import", "--dir", str(tmp_path / "ckpt")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
     assert NAME in proc.stderr and url in proc.stderr and "danna download --source DIR" in proc.stderr
     assert not srv.log
@@ -381,9 +436,11 @@ def test_cli_offline_error_is_one_line_without_traceback(srv, models, tmp_path):
 
 def test_cli_help_does_not_import_torch(capsys):
     """The two commands parse their arguments without torch (`--help` stays fast)."""
-    code = ("import sys; from danna_sep.cli import build_parser\n"
-            "parsers = [build_parser(c) for c in ('download', 'models')]\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
+    code = (
+        "import sys; from danna_sep.cli import build_parser\n"
+        "parsers = [build_parser(c) for c in ('download', 'models')]\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
     with pytest.raises(SystemExit):

@@ -1,4 +1,5 @@
 """Evaluation, blend fitting from cached estimates, and the evaluate / fit-blend commands."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,7 @@ import soundfile as sf
 from danna_sep import SOURCES
 from danna_sep.cli import main
 from danna_sep.data import make_synthetic_dataset, split_tracks
-from danna_sep.evaluate import (EstimateRef, evaluate, fit_from_cache, format_table, save_estimate,
-                                score_tracks)
+from danna_sep.evaluate import EstimateRef, evaluate, fit_from_cache, format_table, save_estimate, score_tracks
 from danna_sep.metrics import global_sdr
 
 
@@ -32,7 +32,7 @@ def cached_refs(tmp_path, tracks, sigmas, names):
     refs = {m: {} for m in names}
     for k, t in enumerate(tracks):
         est = noisy_estimates(t, sigmas, seed=k)
-        for m, e in zip(names, est):
+        for m, e in zip(names, est, strict=True):
             path = tmp_path / "cache" / m / f"{t.name}.npy"
             save_estimate(path, e)
             refs[m][t.name] = EstimateRef("npy", path)
@@ -84,7 +84,7 @@ def test_parallel_scoring_equals_serial(dataset, tmp_path):
     a = score_tracks(tracks, refs, systems, museval=False, jobs=1, log=lambda *_: None)
     b = score_tracks(tracks, refs, systems, museval=False, jobs=2, log=lambda *_: None)
     assert [r.name for r in b] == [t.name for t in tracks]
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x.global_sdr["blend"], y.global_sdr["blend"])
 
 
@@ -95,7 +95,7 @@ def test_evaluate_command_with_estimates(dataset, tmp_path, capsys):
     for k, t in enumerate(tracks):
         (est_dir / t.name).mkdir(parents=True)
         est = noisy_estimates(t, [0.4], seed=10 + k)[0]
-        for s, e in zip(SOURCES, est):
+        for s, e in zip(SOURCES, est, strict=True):
             sf.write(est_dir / t.name / f"{s}.wav", e.T, 44100, subtype="FLOAT")
         expected.append(np.asarray(global_sdr(t.read(list(SOURCES)), est)))
     out = tmp_path / "out"
@@ -153,8 +153,17 @@ def test_user_errors(dataset, tmp_path, capsys, case):
 
 
 def test_fit_blend_needs_checkpoints(dataset, tmp_path, capsys):
-    rc = main(["fit-blend", "--root", str(dataset), "--checkpoints", str(tmp_path / "none"),
-               "--out", str(tmp_path / "bag.json")])
+    rc = main(
+        [
+            "fit-blend",
+            "--root",
+            str(dataset),
+            "--checkpoints",
+            str(tmp_path / "none"),
+            "--out",
+            str(tmp_path / "bag.json"),
+        ]
+    )
     assert rc == 2 and "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "bag.json").exists()
 
@@ -185,8 +194,20 @@ def test_evaluate_and_fit_blend_with_tiny_models(dataset, tiny_checkpoints, tmp_
 
     out = tmp_path / "out"
     bag = Bag.load(tiny_checkpoints / "bag.json")
-    common = ["--root", str(dataset), "--checkpoints", str(tiny_checkpoints), "--outdir", str(out), "--jobs", "1",
-              "--niter", "0", "--tracks", "1"]  # plain masks: the Wiener EM is the slow part and not what is tested here
+    common = [
+        "--root",
+        str(dataset),
+        "--checkpoints",
+        str(tiny_checkpoints),
+        "--outdir",
+        str(out),
+        "--jobs",
+        "1",
+        "--niter",
+        "0",
+        "--tracks",
+        "1",
+    ]  # plain masks: the Wiener EM is the slow part and not what is tested here
     assert main(["evaluate", *common, "--bag", str(tiny_checkpoints / "bag.json"), "--no-museval"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["systems"]) == ["xumx", "unet", "blend", "mixture"]
@@ -197,10 +218,15 @@ def test_evaluate_and_fit_blend_with_tiny_models(dataset, tiny_checkpoints, tmp_
     # blend = Σ w · cached model stems: check its global SDR from the cache by hand
     track = split_tracks(dataset, "test")[0]
     refs = track.read(list(SOURCES))
-    est = sum(bag.column(m)[:, None, None] * np.load(next((out / "cache").glob(f"{m}-*")) / f"{track.name}.npy")
-              for m in bag.models)
-    np.testing.assert_allclose([summary["systems"]["blend"]["tracks"][track.name]["global_sdr"][s] for s in SOURCES],
-                               global_sdr(refs, est), atol=1e-3)
+    est = sum(
+        bag.column(m)[:, None, None] * np.load(next((out / "cache").glob(f"{m}-*")) / f"{track.name}.npy")
+        for m in bag.models
+    )
+    np.testing.assert_allclose(
+        [summary["systems"]["blend"]["tracks"][track.name]["global_sdr"][s] for s in SOURCES],
+        global_sdr(refs, est),
+        atol=1e-3,
+    )
     capsys.readouterr()
     bag_path = tmp_path / "fitted.json"
     assert main(["fit-blend", *common, "--models", "xumx,unet", "--out", str(bag_path), "--step", "0.1"]) == 0

@@ -1,4 +1,5 @@
 """Export: TorchScript / ONNX files equal the eager models, carry their metadata, and the released files still load."""
+
 import json
 import os
 import subprocess
@@ -12,8 +13,18 @@ from torch import nn
 from danna_sep import SOURCES
 from danna_sep.cli import main
 from danna_sep.errors import CheckpointError
-from danna_sep.export import (METADATA_KEY, ModelInfo, check_contract, example_input, export_onnx,
-                              export_torchscript, load_model, max_relative_error, role_from_filename, verify)
+from danna_sep.export import (
+    METADATA_KEY,
+    ModelInfo,
+    check_contract,
+    example_input,
+    export_onnx,
+    export_torchscript,
+    load_model,
+    max_relative_error,
+    role_from_filename,
+    verify,
+)
 from danna_sep.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,8 +35,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = {
     # the full 2049-bin contract, but only the lowest 64 bins modelled: small and quick
     "xumx": {"type": "X_UMX", "args": {"hidden_channels": 16, "nb_layers": 2, "max_bins": 64}},
-    "unet": {"type": "UNetAttn", "args": {"k": 2, "levels": 3, "d_model": 8, "n_heads": 2, "attn_channels": 4,
-                                          "max_bins": 64}},
+    "unet": {
+        "type": "UNetAttn",
+        "args": {"k": 2, "levels": 3, "d_model": 8, "n_heads": 2, "attn_channels": 4, "max_bins": 64},
+    },
 }
 FRAMES = (1, 13, 64, 100)  # shorter than, equal to and not a multiple of the U-Net's 8-frame grid
 
@@ -199,8 +212,12 @@ def test_jit_convert_is_seed_compatible(tmp_path):
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"name": "UNet Attention", "arch": TINY["unet"]}))
     out = tmp_path / "unet_attention.pth"
-    proc = subprocess.run([sys.executable, str(REPO / "jit_convert.py"), str(config), str(ckpt), str(out),
-                           "--no-verify"], capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "jit_convert.py"), str(config), str(ckpt), str(out), "--no-verify"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     loaded = load_model(out)
     x = example_input(loaded.info, 16)
@@ -210,8 +227,9 @@ def test_jit_convert_is_seed_compatible(tmp_path):
 def test_export_errors_are_one_line(tmp_path, capsys):
     _, ckpt = _checkpoint(tmp_path, "xumx")
     config = tmp_path / "wrong.json"
-    config.write_text(json.dumps({"arch": {"type": "X_UMX", "args": {"hidden_channels": 32, "nb_layers": 2,
-                                                                       "max_bins": 64}}}))
+    config.write_text(
+        json.dumps({"arch": {"type": "X_UMX", "args": {"hidden_channels": 32, "nb_layers": 2, "max_bins": 64}}})
+    )
     assert main(["export", str(config), str(ckpt), str(tmp_path / "o.pth")]) == 2
     err = capsys.readouterr().err
     assert "shape mismatch" in err and "Traceback" not in err
@@ -266,8 +284,9 @@ def test_demucs_onnx_equals_eager(tmp_path, legacy):
     torch.manual_seed(0)
     arch = {"type": "DemucsSplit", "args": {"channels": 4, "depth": 3, "lstm_layers": 1, "legacy": legacy}}
     model = build_model(arch).eval()
-    info = export_onnx(model, tmp_path / "demucs.onnx", ModelInfo.from_model(model, {"arch": arch}),
-                       fixed_length=44100 + 3)
+    info = export_onnx(
+        model, tmp_path / "demucs.onnx", ModelInfo.from_model(model, {"arch": arch}), fixed_length=44100 + 3
+    )
     loaded = load_model(tmp_path / "demucs.onnx")
     assert loaded.kind == "onnx" and loaded.info.fixed_length == info.fixed_length == 44103
     x = example_input(info, 44103, seed=3).repeat(2, 1, 1)

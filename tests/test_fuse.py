@@ -1,4 +1,5 @@
 """Batch-norm folding for inference: same outputs, no batch norm left, the original untouched."""
+
 import pytest
 import torch
 from torch import nn
@@ -6,8 +7,19 @@ from torch import nn
 from danna_sep.models import build_model
 from danna_sep.models.fuse import fold_batchnorm
 
-TINY_UNET = {"type": "UNetAttn", "args": {"max_bins": 200, "k": 4, "levels": 3, "d_model": 16, "n_heads": 2,
-                                          "attn_channels": 8, "attn_layers": 2, "dropout_layers": 1}}
+TINY_UNET = {
+    "type": "UNetAttn",
+    "args": {
+        "max_bins": 200,
+        "k": 4,
+        "levels": 3,
+        "d_model": 16,
+        "n_heads": 2,
+        "attn_channels": 8,
+        "attn_layers": 2,
+        "dropout_layers": 1,
+    },
+}
 
 
 def _randomise_norms(model: nn.Module, seed: int = 0) -> None:
@@ -53,8 +65,11 @@ def test_unet_folded_equals_original(frames):
 def test_grouped_transposed_conv_and_conv_sequences():
     torch.manual_seed(1)
     model = nn.Sequential(
-        nn.ConvTranspose2d(4, 6, 3, stride=2, groups=2, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
-        nn.Conv2d(6, 5, 3, padding=1), nn.BatchNorm2d(5),
+        nn.ConvTranspose2d(4, 6, 3, stride=2, groups=2, bias=False),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Conv2d(6, 5, 3, padding=1),
+        nn.BatchNorm2d(5),
     )
     _randomise_norms(model, seed=3)
     model.eval()

@@ -1,6 +1,7 @@
 """Importing the original release's TorchScript files into danna-sep's own models (:mod:`danna_sep.release.convert`):
 the mapping at tiny and full size, the check against the archive, what is written and when, and how the imports
 are used (``load_model``, our ONNX export, the separator's search order, fine-tuning, ``danna import-released``)."""
+
 from __future__ import annotations
 
 import copy
@@ -8,11 +9,13 @@ import importlib.util
 import json
 import os
 import shutil
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Tuple
 
 import pytest
 import torch
+from original_release import FILES, ONNX_FILE, TINY, build_models, example_mix, script, spectrogram, write_release
+from original_release.build import CLASSES
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
@@ -22,16 +25,23 @@ from danna_sep.errors import CheckpointError
 from danna_sep.export import export_onnx, export_torchscript, load_model, max_relative_error
 from danna_sep.models import build_model
 from danna_sep.release import convert
-from danna_sep.release.convert import (TOLERANCE, ImportReport, build_imported, import_file, import_released,
-                                       probe_signal, read_archive)
+from danna_sep.release.convert import (
+    TOLERANCE,
+    ImportReport,
+    build_imported,
+    import_file,
+    import_released,
+    probe_signal,
+    read_archive,
+)
 from danna_sep.release.registry import load_registry
 from danna_sep.separate import Separator, find_model_files, model_search_order
 from danna_sep.train import load_weights, train
-from original_release import FILES, ONNX_FILE, TINY, build_models, example_mix, script, spectrogram, write_release
-from original_release.build import CLASSES
 
-pytestmark = [pytest.mark.usefixtures("one_thread"),
-              pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning")]
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning"),
+]
 
 ROLES = ("xumx", "unet", "demucs")
 IMPORTED = {"xumx": "xumx_imported.pt", "unet": "unet_imported.pt", "demucs": "demucs_imported.pt"}
@@ -62,12 +72,12 @@ def copy_folder(source: Path, dest: Path) -> Path:
     return dest
 
 
-def listing(folder: Path) -> List[str]:
+def listing(folder: Path) -> list[str]:
     """Every entry of ``folder``, hidden temporary files included."""
     return sorted(p.name for p in folder.iterdir())
 
 
-def stamp(path: Path) -> Tuple[int, int, bytes]:
+def stamp(path: Path) -> tuple[int, int, bytes]:
     """(inode, mtime_ns, bytes): an atomic rewrite changes the inode even within the clock's granularity."""
     st = path.stat()
     return st.st_ino, st.st_mtime_ns, path.read_bytes()
@@ -76,10 +86,10 @@ def stamp(path: Path) -> Tuple[int, int, bytes]:
 class Tampered:
     """A released archive whose state dict is ``state`` (its attributes, e.g. ``n_heads``, are the archive's)."""
 
-    def __init__(self, archive: nn.Module, state: Dict[str, Tensor]):
+    def __init__(self, archive: nn.Module, state: dict[str, Tensor]):
         self._archive, self._state = archive, state
 
-    def state_dict(self) -> Dict[str, Tensor]:
+    def state_dict(self) -> dict[str, Tensor]:
         return self._state
 
     def __getattr__(self, name: str) -> object:
@@ -95,7 +105,7 @@ class NoiseStems(Dataset):
     def __len__(self) -> int:
         return self.items
 
-    def __getitem__(self, index: int) -> Tuple[Tensor, Tensor]:
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         g = torch.Generator().manual_seed(index)
         stems = 0.1 * torch.randn(4, 2, self.samples, generator=g)
         return stems.sum(0), stems
@@ -105,29 +115,29 @@ class NoiseStems(Dataset):
 
 
 @pytest.fixture(scope="module")
-def originals() -> Dict[str, nn.Module]:
+def originals() -> dict[str, nn.Module]:
     """role → the tiny eager original (the models the release files below are scripted from)."""
     return build_models("tiny", seed=0)
 
 
 @pytest.fixture(scope="module")
-def release(originals: Dict[str, nn.Module], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def release(originals: dict[str, nn.Module], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A pristine tiny release (the three TorchScript files and ``xumx.onnx``); tests copy it before writing."""
     return write_release(tmp_path_factory.mktemp("release"), models=originals)[ONNX_FILE].parent
 
 
 @pytest.fixture(scope="module")
-def imported(release: Path, tmp_path_factory: pytest.TempPathFactory) -> Tuple[Path, List[ImportReport]]:
+def imported(release: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[ImportReport]]:
     """A copy of the release after ``import_released``, and its reports (read-only: copy before writing)."""
     folder = copy_folder(release, tmp_path_factory.mktemp("imported"))
-    lines: List[str] = []
+    lines: list[str] = []
     reports = import_released(folder, notify=lines.append)
     assert lines == [r.describe() for r in reports]
     return folder, reports
 
 
 @pytest.fixture
-def workdir(imported: Tuple[Path, List[ImportReport]], tmp_path: Path) -> Path:
+def workdir(imported: tuple[Path, list[ImportReport]], tmp_path: Path) -> Path:
     """A writable copy of the imported folder (imports up to date)."""
     return copy_folder(imported[0], tmp_path / "ckpt")
 
@@ -148,9 +158,13 @@ def test_import_writes_one_checked_checkpoint_per_file(imported, originals, rele
         ckpt = torch.load(report.output, weights_only=True)
         assert set(ckpt) == {"model", "config", "imported_from"} and ckpt["config"] == {"arch": report.arch}
         compared = sorted([name, ONNX_FILE]) if role == "xumx" and HAS_ORT else [name]
-        assert ckpt["imported_from"] == {"file": name, "size": report.source.stat().st_size,
-                                         "params": report.params, "max_relative_error": report.error,
-                                         "compared_with": compared}
+        assert ckpt["imported_from"] == {
+            "file": name,
+            "size": report.source.stat().st_size,
+            "params": report.params,
+            "max_relative_error": report.error,
+            "compared_with": compared,
+        }
         assert all(v.dtype in (torch.float32, torch.int64) for v in ckpt["model"].values())
         args = report.arch["args"]
         assert args.get("legacy", False) is (role != "xumx")
@@ -178,7 +192,7 @@ def test_float32_rounding_is_judged_in_float64(release, tmp_path, monkeypatch):
     """A float32 difference above the tolerance (deep random nets amplify rounding) is checked again in float64;
     the checkpoint keeps float32 weights."""
     compare = convert.compare
-    calls: List[torch.dtype] = []
+    calls: list[torch.dtype] = []
 
     def rounding(ours: nn.Module, reference: Callable, x: Tensor) -> float:
         calls.append(x.dtype)
@@ -267,8 +281,11 @@ def test_import_that_does_not_reproduce_the_archive_writes_nothing(release, tmp_
     folder = copy_folder(release, tmp_path / "ckpt")
     before = listing(folder)
     monkeypatch.setitem(convert.CONVERTERS, role, _perturbed(convert.CONVERTERS[role], _largest_weight))
-    with pytest.raises(CheckpointError, match=r"does not reproduce the released model \(relative difference "
-                                              rf".*{FILES[role]} \d.*> 0\.0001\); nothing written") as exc:
+    with pytest.raises(
+        CheckpointError,
+        match=r"does not reproduce the released model \(relative difference "
+        rf".*{FILES[role]} \d.*> 0\.0001\); nothing written",
+    ) as exc:
         import_released(folder, [FILES[role]], quiet=True)
     assert str(folder / FILES[role]) in str(exc.value)
     assert listing(folder) == before  # neither the import nor a temporary file
@@ -277,16 +294,19 @@ def test_import_that_does_not_reproduce_the_archive_writes_nothing(release, tmp_
 def test_a_failed_file_does_not_stop_the_others(release, tmp_path):
     folder = copy_folder(release, tmp_path / "ckpt")
     (folder / FILES["xumx"]).write_text("<!DOCTYPE html><html><body>Sign in to continue</body></html>")
-    lines: List[str] = []
-    with pytest.raises(CheckpointError, match="xumx_mwf.pth: not a readable TorchScript archive") as exc:
+    lines: list[str] = []
+    with pytest.raises(CheckpointError, match=r"xumx_mwf.pth: not a readable TorchScript archive") as exc:
         import_released(folder, notify=lines.append)
     assert "2 other(s) imported" in str(exc.value)
     assert [line.split(":")[0] for line in lines] == [IMPORTED["unet"], IMPORTED["demucs"]]
     assert listing(folder) == sorted([*listing(release), IMPORTED["unet"], IMPORTED["demucs"]])
 
 
-@pytest.mark.parametrize("content", [b"", b"<html><body>Quota exceeded</body></html>", b"PK\x03\x04broken zip",
-                                     "torch.save", "other role"], ids=["empty", "html", "zip", "pickle", "unet"])
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"<html><body>Quota exceeded</body></html>", b"PK\x03\x04broken zip", "torch.save", "other role"],
+    ids=["empty", "html", "zip", "pickle", "unet"],
+)
 def test_not_a_release_archive_is_a_checkpoint_error(release, tmp_path, content):
     source = tmp_path / FILES["xumx"]
     if content == "torch.save":  # a zip, but a pickle, not TorchScript
@@ -296,45 +316,75 @@ def test_not_a_release_archive_is_a_checkpoint_error(release, tmp_path, content)
     else:
         source.write_bytes(content)
     output = tmp_path / IMPORTED["xumx"]
-    expected = "no 'affine1.0.weight' in the released state dict" if content == "other role" else \
-        "not a readable TorchScript archive"
+    expected = (
+        "no 'affine1.0.weight' in the released state dict"
+        if content == "other role"
+        else "not a readable TorchScript archive"
+    )
     with pytest.raises(CheckpointError, match=expected) as exc:
         import_file(source, "xumx", output)
     assert str(source) in str(exc.value) and "\n" not in str(exc.value)
     assert listing(tmp_path) == [source.name]
 
 
-def _drop(key: str) -> Callable[[Dict[str, Tensor]], None]:
+def _drop(key: str) -> Callable[[dict[str, Tensor]], None]:
     return lambda state: state.pop(key)
 
 
-def _add(key: str) -> Callable[[Dict[str, Tensor]], None]:
+def _add(key: str) -> Callable[[dict[str, Tensor]], None]:
     return lambda state: state.update({key: torch.zeros(3)})
 
 
-def _scale(key: str) -> Callable[[Dict[str, Tensor]], None]:
+def _scale(key: str) -> Callable[[dict[str, Tensor]], None]:
     return lambda state: state.update({key: 2 * state[key]})
 
 
-@pytest.mark.parametrize("role, change, message", [
-    pytest.param("xumx", _drop("input_means"), "no 'input_means' in the released state dict", id="xumx-missing"),
-    pytest.param("xumx", _add("vocals_lstm.weight_ih_l5"), r"do not fit X_UMX .*unexpected lstms\.3\.weight_ih_l5",
-                 id="xumx-extra-lstm-layer"),
-    pytest.param("unet", _drop("end.3.bias"), r"not the original release's layout \(1 missing: end\.3\.bias\)",
-                 id="unet-missing"),
-    pytest.param("unet", _add("extra.weight"), r"not the original release's layout \(1 unexpected: extra\.weight\)",
-                 id="unet-unexpected"),
-    pytest.param("unet", _drop("attn.0.qkv_conv.weight"), r"not the original release's layout \(.*unexpected: attn",
-                 id="unet-attention"),
-    pytest.param("demucs", _drop("lstm_linear.weight"), r"do not fit DemucsSplit .*: missing lstm\.linear\.weight",
-                 id="demucs-missing"),
-    pytest.param("demucs", _scale("up_sample.kernel"), r"its up_sample\.kernel is not julius' ResampleFrac\(1, 2\)",
-                 id="demucs-resampling-filter"),
-])
+@pytest.mark.parametrize(
+    "role, change, message",
+    [
+        pytest.param("xumx", _drop("input_means"), "no 'input_means' in the released state dict", id="xumx-missing"),
+        pytest.param(
+            "xumx",
+            _add("vocals_lstm.weight_ih_l5"),
+            r"do not fit X_UMX .*unexpected lstms\.3\.weight_ih_l5",
+            id="xumx-extra-lstm-layer",
+        ),
+        pytest.param(
+            "unet",
+            _drop("end.3.bias"),
+            r"not the original release's layout \(1 missing: end\.3\.bias\)",
+            id="unet-missing",
+        ),
+        pytest.param(
+            "unet",
+            _add("extra.weight"),
+            r"not the original release's layout \(1 unexpected: extra\.weight\)",
+            id="unet-unexpected",
+        ),
+        pytest.param(
+            "unet",
+            _drop("attn.0.qkv_conv.weight"),
+            r"not the original release's layout \(.*unexpected: attn",
+            id="unet-attention",
+        ),
+        pytest.param(
+            "demucs",
+            _drop("lstm_linear.weight"),
+            r"do not fit DemucsSplit .*: missing lstm\.linear\.weight",
+            id="demucs-missing",
+        ),
+        pytest.param(
+            "demucs",
+            _scale("up_sample.kernel"),
+            r"its up_sample\.kernel is not julius' ResampleFrac\(1, 2\)",
+            id="demucs-resampling-filter",
+        ),
+    ],
+)
 def test_converters_refuse_another_layout(release, role, change, message):
     archive = read_archive(release / FILES[role])
     state = dict(archive.state_dict())
-    arch, model = build_imported(role, Tampered(archive, dict(state)), "x")  # the untouched state maps
+    _arch, model = build_imported(role, Tampered(archive, dict(state)), "x")  # the untouched state maps
     assert params_of(model) == sum(v.numel() for k, v in state.items() if k in dict(archive.named_parameters()))
     change(state)
     with pytest.raises(CheckpointError, match=message):
@@ -357,8 +407,7 @@ def test_danna_exports_under_a_released_name_are_left_alone(workdir):
 # ------------------------------------------------------- 5. the import is the archive, on other inputs than the probe
 
 
-@pytest.mark.parametrize("role, lengths", [("xumx", (5, 200)), ("unet", (64, 100, 130)),
-                                           ("demucs", (44_100, 50_001))])
+@pytest.mark.parametrize("role, lengths", [("xumx", (5, 200)), ("unet", (64, 100, 130)), ("demucs", (44_100, 50_001))])
 def test_imported_checkpoint_equals_the_archive_on_other_lengths(imported, role, lengths):
     folder, _ = imported
     ours, theirs = load_model(folder / IMPORTED[role], role=role), load_model(folder / FILES[role], role=role)
@@ -399,9 +448,11 @@ def test_full_size_archives_map_onto_our_models(role, length):
     arch, ours = build_imported(role, script(original), role)
     assert params_of(ours) == params_of(original) == FULL_PARAMS[role]
     assert load_registry().get(FILES[role]).params == FULL_PARAMS[role]
-    full = {"xumx": {"hidden_channels": 512, "nb_layers": 3, "max_bins": 1487},
-            "unet": {"k": 12, "d_model": 128, "n_heads": 8, "attn_channels": 256, "max_bins": 1487},
-            "demucs": {"channels": 48, "lstm_layers": 2, "depth": 6, "stride": 4}}[role]
+    full = {
+        "xumx": {"hidden_channels": 512, "nb_layers": 3, "max_bins": 1487},
+        "unet": {"k": 12, "d_model": 128, "n_heads": 8, "attn_channels": 256, "max_bins": 1487},
+        "demucs": {"channels": 48, "lstm_layers": 2, "depth": 6, "stride": 4},
+    }[role]
     assert full.items() <= arch["args"].items()
     x = model_input(role, length, seed=3).contiguous()
     with torch.inference_mode():
@@ -420,7 +471,7 @@ def test_onnx_export_of_an_import_equals_the_checkpoint(imported, tmp_path, role
     info = export_onnx(checkpoint.module, tmp_path / f"{role}.onnx", checkpoint.info)
     exported = load_model(tmp_path / f"{role}.onnx")
     assert exported.kind == "onnx" and exported.info.arch == checkpoint.info.arch == info.arch
-    for length in ((info.fixed_length,) if info.fixed_length else (64, 150)):
+    for length in (info.fixed_length,) if info.fixed_length else (64, 150):
         x = model_input(role, length, seed=7)
         assert max_relative_error(exported(x), checkpoint(x)) <= TOLERANCE
 
@@ -433,14 +484,20 @@ def test_separator_prefers_the_imports_and_can_run_the_released_files(imported):
     assert all(model_search_order(role)[0] == IMPORTED[role] for role in ROLES)
     assert find_model_files(folder, ROLES) == {role: folder / IMPORTED[role] for role in ROLES}
     ours = Separator.from_checkpoints(folder, device="cpu")
-    assert {role: (m.kind, m.path.name) for role, m in ours.models.items()} == \
-        {role: ("checkpoint", IMPORTED[role]) for role in ROLES}
-    assert ours.describe_models() == [f"{title}: {IMPORTED[role]} (danna-sep model, cpu)"
-                                      for title, role in zip(("X-UMX", "U-Net", "Demucs"), ROLES)]
+    assert {role: (m.kind, m.path.name) for role, m in ours.models.items()} == {
+        role: ("checkpoint", IMPORTED[role]) for role in ROLES
+    }
+    assert ours.describe_models() == [
+        f"{title}: {IMPORTED[role]} (danna-sep model, cpu)"
+        for title, role in zip(("X-UMX", "U-Net", "Demucs"), ROLES, strict=True)
+    ]
     theirs = Separator.from_checkpoints(folder, device="cpu", imported=False)
     xumx = (ONNX_FILE, "onnx") if HAS_ORT else (FILES["xumx"], "torchscript")
-    assert {role: (m.path.name, m.kind) for role, m in theirs.models.items()} == \
-        {"xumx": xumx, "unet": (FILES["unet"], "torchscript"), "demucs": (FILES["demucs"], "torchscript")}
+    assert {role: (m.path.name, m.kind) for role, m in theirs.models.items()} == {
+        "xumx": xumx,
+        "unet": (FILES["unet"], "torchscript"),
+        "demucs": (FILES["demucs"], "torchscript"),
+    }
     mix = example_mix(3 * 44100, seed=21)
     a, b = ours.separate(mix, 44100), theirs.separate(mix, 44100)
     assert list(a) == list(b) and all(max_relative_error(a[s], b[s]) <= 1e-3 for s in a)
@@ -471,13 +528,29 @@ def test_fine_tuning_starts_from_the_imported_weights(imported, tmp_path):
     arch = torch.load(path, weights_only=True)["config"]["arch"]
     cfg = json.loads((configs_dir() / "tiny" / "demucs_split.json").read_text())
     cfg["arch"] = {"type": arch["type"], "args": {k: v for k, v in arch["args"].items() if k != "legacy"}}
-    sets = ["arch.args.legacy=true", "data_loader.train.num_workers=0", "data_loader.valid.num_workers=0",
-            "device_augment.enabled=false", "trainer.epochs=1", "trainer.audio_seconds=0",
-            "data_loader.train.batch_size=2", "data_loader.valid.batch_size=1"]
+    sets = [
+        "arch.args.legacy=true",
+        "data_loader.train.num_workers=0",
+        "data_loader.valid.num_workers=0",
+        "device_augment.enabled=false",
+        "trainer.epochs=1",
+        "trainer.audio_seconds=0",
+        "data_loader.train.batch_size=2",
+        "data_loader.valid.batch_size=1",
+    ]
     cfg = validate_config(apply_overrides(cfg, sets))
     assert cfg["arch"] == arch
-    result = train(cfg, weights=path, train_set=NoiseStems(2), valid_set=NoiseStems(1), workdir=tmp_path,
-                   max_steps=1, progress=False, verbose=False, tensorboard=False)
+    result = train(
+        cfg,
+        weights=path,
+        train_set=NoiseStems(2),
+        valid_set=NoiseStems(1),
+        workdir=tmp_path,
+        max_steps=1,
+        progress=False,
+        verbose=False,
+        tensorboard=False,
+    )
     assert result.steps == 1
     saved = torch.load(result.last_checkpoint, weights_only=True)
     start = torch.load(path, weights_only=True)["model"]
@@ -496,20 +569,25 @@ def test_cli_imports_a_folder_one_line_per_file(release, tmp_path, capsys, monke
     assert [line.split(" (")[0] for line in lines] == [f"{IMPORTED[r]}: imported from {FILES[r]}" for r in ROLES]
     monkeypatch.setenv("DANNA_CHECKPOINTS", str(folder))  # the default folder
     assert main(["import-released"]) == 0
-    assert [line.split(":")[1].split(" from")[0] for line in capsys.readouterr().out.splitlines()] == \
-        [" up to date"] * 3
+    assert [line.split(":")[1].split(" from")[0] for line in capsys.readouterr().out.splitlines()] == [
+        " up to date"
+    ] * 3
     assert main(["import-released", str(folder), FILES["unet"], "--force"]) == 0
     assert capsys.readouterr().out.startswith(f"{IMPORTED['unet']}: imported from {FILES['unet']} (UNetAttn, ")
 
 
-@pytest.mark.parametrize("setup, args, message", [
-    ("empty", [], "no released Danna-Sep file to import (xumx_mwf.pth, unet_attention.pth, demucs_4_decoders.pth)"),
-    ("missing", [], "no such folder; `danna download --dir"),
-    ("empty", [FILES["unet"]], f"no {FILES['unet']}; `danna download --dir"),
-    ("empty", ["bogus.pth"], "bogus.pth: not an importable released file; importable: xumx_mwf.pth,"),
-    ("empty", [ONNX_FILE], f"{ONNX_FILE}: not an importable released file"),
-    ("html", [], "xumx_mwf.pth: not a readable TorchScript archive"),
-], ids=["empty-folder", "missing-folder", "absent-file", "unknown-file", "not-importable", "web-page"])
+@pytest.mark.parametrize(
+    "setup, args, message",
+    [
+        ("empty", [], "no released Danna-Sep file to import (xumx_mwf.pth, unet_attention.pth, demucs_4_decoders.pth)"),
+        ("missing", [], "no such folder; `danna download --dir"),
+        ("empty", [FILES["unet"]], f"no {FILES['unet']}; `danna download --dir"),
+        ("empty", ["bogus.pth"], "bogus.pth: not an importable released file; importable: xumx_mwf.pth,"),
+        ("empty", [ONNX_FILE], f"{ONNX_FILE}: not an importable released file"),
+        ("html", [], "xumx_mwf.pth: not a readable TorchScript archive"),
+    ],
+    ids=["empty-folder", "missing-folder", "absent-file", "unknown-file", "not-importable", "web-page"],
+)
 def test_cli_errors_are_one_line(tmp_path, capsys, setup, args, message):
     folder = tmp_path / "ckpt"
     if setup != "missing":

@@ -1,4 +1,5 @@
 """Combination loss (complex MSE + weighted SDR over the 14 source combinations, optional Wiener filter) and L1."""
+
 import itertools
 import math
 
@@ -19,7 +20,7 @@ def _batch(batch=2, length=4000, seed=0, dtype=torch.float32):
     stems = torch.randn(batch, 4, 2, length, generator=g, dtype=dtype) * gains
     mix = stems.sum(1)
     mix_stft = STFT(N_FFT, HOP)(mix)
-    mask = torch.rand((batch, 4) + mix_stft.shape[1:], generator=g, dtype=dtype)
+    mask = torch.rand((batch, 4, *mix_stft.shape[1:]), generator=g, dtype=dtype)
     return mask, mix_stft, stems, mix
 
 
@@ -56,10 +57,7 @@ def test_matches_direct_per_combination_computation(n_iter):
     mask, mix_stft, stems, mix = _batch()
     crit = CombinationLoss(mcoeff=10.0, n_fft=N_FFT, hop_length=HOP, n_iter=n_iter)
     loss, extras = crit(mask, mix_stft, stems, mix)
-    if n_iter:
-        est_stft = wiener(mask * mix_stft.abs().unsqueeze(1), mix_stft, n_iter)
-    else:
-        est_stft = mask * mix_stft.unsqueeze(1)
+    est_stft = wiener(mask * mix_stft.abs().unsqueeze(1), mix_stft, n_iter) if n_iter else mask * mix_stft.unsqueeze(1)
     ref_f, ref_t = _reference(est_stft, stems, mix, STFT(N_FFT, HOP))
     torch.testing.assert_close(extras["loss_f"], ref_f, rtol=1e-4, atol=0)
     torch.testing.assert_close(extras["loss_t"].double(), ref_t, rtol=1e-5, atol=1e-6)
@@ -75,7 +73,7 @@ def test_perfect_estimate_with_plain_masks_is_exactly_zero():
     frac = torch.tensor([0.5, 0.25, 0.125, 0.125])
     stems = frac[None, :, None, None] * mix.unsqueeze(1)
     mix_stft = STFT(N_FFT, HOP)(mix)
-    mask = frac[None, :, None, None, None].expand((mix.shape[0], 4) + mix_stft.shape[1:])
+    mask = frac[None, :, None, None, None].expand((mix.shape[0], 4, *mix_stft.shape[1:]))
     loss, extras = CombinationLoss(n_fft=N_FFT, hop_length=HOP, n_iter=0)(mask, mix_stft, stems, mix)
     assert extras["loss_f"] == 0
     # iSTFT(STFT(x)) equals x only to float rounding, so the cosines are 1 − O(1e-12)
@@ -90,17 +88,20 @@ def test_perfect_estimate_through_the_wiener_filter():
     length = 8192
     t = torch.arange(length) / 44100
     fade = torch.hann_window(length, periodic=False)
-    stems = torch.stack(
-        [
-            torch.stack([a * torch.sin(2 * math.pi * f * t + k), b * torch.sin(2 * math.pi * f * t + k + 0.5)])
-            for k, (f, a, b) in enumerate([(1000, 1.0, 0.3), (4000, 0.5, 0.9), (9000, 0.8, 0.8), (15000, 0.2, 1.0)])
-        ]
-    )[None] * fade
+    stems = (
+        torch.stack(
+            [
+                torch.stack([a * torch.sin(2 * math.pi * f * t + k), b * torch.sin(2 * math.pi * f * t + k + 0.5)])
+                for k, (f, a, b) in enumerate([(1000, 1.0, 0.3), (4000, 0.5, 0.9), (9000, 0.8, 0.8), (15000, 0.2, 1.0)])
+            ]
+        )[None]
+        * fade
+    )
     mix = stems.sum(1)
     stft = STFT(N_FFT, HOP)
     mix_stft, stem_stft = stft(mix), stft(stems)
     ideal = stem_stft.abs() / (mix_stft.abs().unsqueeze(1) + 1e-12)
-    loss, extras = CombinationLoss(n_fft=N_FFT, hop_length=HOP, n_iter=1)(ideal, mix_stft, stems, mix)
+    _loss, extras = CombinationLoss(n_fft=N_FFT, hop_length=HOP, n_iter=1)(ideal, mix_stft, stems, mix)
     energy = stem_stft.abs().square().mean()
     assert extras["loss_f"] < 1e-6 * energy
     assert 0 <= extras["loss_t"] < 1e-6
@@ -137,7 +138,7 @@ def test_gradient_through_wiener_matches_finite_differences():
     mask, _, stems, mix = _batch(batch=1, length=40, dtype=torch.float64)
     stft = STFT(16, 4)
     mix_stft = stft(mix)
-    mask = torch.rand((1, 4) + mix_stft.shape[1:], dtype=torch.float64, requires_grad=True)
+    mask = torch.rand((1, 4, *mix_stft.shape[1:]), dtype=torch.float64, requires_grad=True)
     crit = CombinationLoss(mcoeff=10.0, n_fft=16, hop_length=4, n_iter=1)
     assert torch.autograd.gradcheck(lambda m: crit(m, mix_stft, stems, mix)[0], (mask,), fast_mode=True)
 

@@ -4,6 +4,7 @@ museval is slow (≈1 s per second of 4-source audio, most of it in one dense 40
 runs are short: the real configuration (512 taps, 1 s frames) on 2–3 s signals, and the other configurations with
 shorter filters and frames through ``museval.metrics.bss_eval``, which evaluate() wraps.
 """
+
 import json
 
 import numpy as np
@@ -79,7 +80,7 @@ def make_signals(kind: str, n_src: int, seconds: float, seed: int = 0, leak: flo
 
 def _assert_same(ours, ref, metrics_names=("SDR", "ISR", "SIR", "SAR")):
     names = ("SDR", "ISR", "SIR", "SAR")
-    for name, a, b in zip(names, ours, ref):
+    for name, a, b in zip(names, ours, ref, strict=True):
         assert a.shape == b.shape, (name, a.shape, b.shape)
         assert a.dtype == np.float64
         np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=f"{name}: NaN frames differ")
@@ -93,8 +94,14 @@ def _museval_evaluate(refs, est, win=SR, hop=SR):
 
 def _museval_bss_eval(refs, est, win, hop, filters_len):
     sdr, isr, sir, sar, _ = _museval().metrics.bss_eval(
-        refs.transpose(0, 2, 1), est.transpose(0, 2, 1), window=win, hop=hop, filters_len=filters_len,
-        compute_permutation=False, framewise_filters=False, bsseval_sources_version=False,
+        refs.transpose(0, 2, 1),
+        est.transpose(0, 2, 1),
+        window=win,
+        hop=hop,
+        filters_len=filters_len,
+        compute_permutation=False,
+        framewise_filters=False,
+        bsseval_sources_version=False,
     )
     return sdr, isr, sir, sar
 
@@ -188,7 +195,7 @@ def test_tensor_and_array_inputs_agree():
     refs, est = make_signals("coloured", 2, 0.3, seed=6)
     a = bss_sdr(refs, est, win=4410, hop=2205, filters_len=32)
     b = bss_sdr(torch.from_numpy(refs), torch.from_numpy(est), win=4410, hop=2205, filters_len=32)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
 
 
@@ -207,16 +214,26 @@ def test_block_levinson_matches_dense_solve(batch, taps, m, rhs):
     sig = torch.randn(batch, m, 4 * taps, generator=gen, dtype=torch.float64)
     # autocorrelation blocks of a multichannel signal: an SPD block-Toeplitz matrix
     lags = range(-(taps - 1), taps)
-    r = torch.stack([torch.stack([sig[b, :, max(k, 0) :] @ sig[b, :, : sig.shape[-1] - max(k, 0)].T if k >= 0 else
-                                  (sig[b, :, -k:] @ sig[b, :, : sig.shape[-1] + k].T).T for k in lags])
-                     for b in range(batch)])
+    r = torch.stack(
+        [
+            torch.stack(
+                [
+                    sig[b, :, max(k, 0) :] @ sig[b, :, : sig.shape[-1] - max(k, 0)].T
+                    if k >= 0
+                    else (sig[b, :, -k:] @ sig[b, :, : sig.shape[-1] + k].T).T
+                    for k in lags
+                ]
+            )
+            for b in range(batch)
+        ]
+    )
     d = torch.randn(batch, taps, m, rhs, generator=gen, dtype=torch.float64)
     dense = metrics._dense_block_toeplitz(r)
     torch.testing.assert_close(dense, dense.mT)  # R[−k] = R[k]ᵀ laid out right
     expected = torch.linalg.solve(dense, d.reshape(batch, taps * m, rhs)).reshape(d.shape)
     torch.testing.assert_close(metrics._block_levinson(r, d), expected, rtol=1e-8, atol=1e-10)
     torch.testing.assert_close(metrics._block_toeplitz_matmul(r, expected), d, rtol=1e-8, atol=1e-9)
-    x, ok = metrics._levinson_checked(r, d)
+    _x, ok = metrics._levinson_checked(r, d)
     assert bool(ok.all())
 
 
@@ -234,8 +251,14 @@ def test_levinson_check_rejects_singular_system():
 # ----------------------------------------------------------------------------------------------------------------
 def test_num_frames_follows_museval_framing():
     framing = _museval().metrics.Framing
-    for length, win, hop in [(44100 * 3, 44100, 44100), (44100 * 3 + 5, 44100, 44100), (1000, 44100, 44100),
-                             (44100, 44100, 44100), (10000, 3000, 1000), (10000, 3000, 4000)]:
+    for length, win, hop in [
+        (44100 * 3, 44100, 44100),
+        (44100 * 3 + 5, 44100, 44100),
+        (1000, 44100, 44100),
+        (44100, 44100, 44100),
+        (10000, 3000, 1000),
+        (10000, 3000, 4000),
+    ]:
         assert num_frames(length, win, hop) == framing(win, hop, length).nwin
 
 
@@ -334,13 +357,13 @@ def test_track_json_matches_museval_trackstore_and_aggregation():
 
     store = museval.TrackStore(track_name="t", win=1.0, hop=1.0)
     for j, name in enumerate(names):
-        store.add_target(name, {k: s[j].tolist() for k, s in zip(("SDR", "ISR", "SIR", "SAR"), scores)})
+        store.add_target(name, {k: s[j].tolist() for k, s in zip(("SDR", "ISR", "SIR", "SAR"), scores, strict=True)})
     expected = json.loads(store.json)
     ours = json.loads(json.dumps(museval_track_json(names, scores)))
     assert [t["name"] for t in ours["targets"]] == names
-    for t_ours, t_ref in zip(ours["targets"], expected["targets"]):
+    for t_ours, t_ref in zip(ours["targets"], expected["targets"], strict=True):
         assert len(t_ours["frames"]) == len(t_ref["frames"])
-        for f_ours, f_ref in zip(t_ours["frames"], t_ref["frames"]):
+        for f_ours, f_ref in zip(t_ours["frames"], t_ref["frames"], strict=True):
             assert (f_ours["time"], f_ours["duration"]) == (f_ref["time"], f_ref["duration"])
             for k in ("SDR", "SIR", "ISR", "SAR"):
                 np.testing.assert_allclose(f_ours["metrics"][k], float(f_ref["metrics"][k]), atol=1e-9)
@@ -348,7 +371,7 @@ def test_track_json_matches_museval_trackstore_and_aggregation():
     # museval's median-of-frames per track, from its own data frame
     df = store.df
     for j, name in enumerate(names):
-        for k, s in zip(("SDR", "ISR", "SIR", "SAR"), scores):
+        for k, s in zip(("SDR", "ISR", "SIR", "SAR"), scores, strict=True):
             expected_median = df[(df.target == name) & (df.metric == k)].score.median()
             np.testing.assert_allclose(aggregate_frames(s)[j], expected_median, atol=1e-5)
 

@@ -4,19 +4,31 @@ on first use (from a local HTTP server).
 
 The SDRs measured here are printed (``pytest -s``): 1.0.2 reproduced is float rounding, ≫ 100 dB.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import shutil
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Mapping, Sequence, Tuple
 
 import pytest
 import soundfile as sf
 import torch
 import torch.nn.functional as F
+from original_release import (
+    FAST_WEIGHTS,
+    FILES,
+    ONNX_FILE,
+    WEIGHTS,
+    example_mix,
+    model_estimates,
+    pipeline,
+    separate_original,
+    write_release,
+)
 from torch import Tensor
 
 import danna_sep.separate.streams as streams_module
@@ -30,11 +42,11 @@ from danna_sep.release.convert import import_released
 from danna_sep.release.download import read_lock
 from danna_sep.release.registry import REGISTRY_ENV
 from danna_sep.separate import ORIGINAL_END_PAD, WAVEFORM_MARGIN, Separator, TensorReader
-from original_release import FAST_WEIGHTS, FILES, ONNX_FILE, WEIGHTS, example_mix, model_estimates, pipeline
-from original_release import separate_original, write_release
 
-pytestmark = [pytest.mark.usefixtures("one_thread"),
-              pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning")]
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning"),
+]
 
 SR = SAMPLE_RATE
 MIN_SDR = 45.0  # dB per stem: "the same numbers" (float rounding gives > 100 dB)
@@ -54,7 +66,7 @@ def sdr(reference: Tensor, estimate: Tensor) -> Tensor:
 
 
 def report(label: str, values: Tensor) -> None:
-    print(f"\n{label}: " + ", ".join(f"{s} {v:.1f} dB" for s, v in zip(SOURCES, values.tolist())))
+    print(f"\n{label}: " + ", ".join(f"{s} {v:.1f} dB" for s, v in zip(SOURCES, values.tolist(), strict=True)))
 
 
 def stacked(stems: Mapping[str, Tensor]) -> Tensor:
@@ -69,7 +81,7 @@ def original_blend(estimates: Mapping[str, Tensor], fast: bool) -> Tensor:
     return sum(weights[role][:, None, None] * estimates[role] for role in weights)
 
 
-def pipeline_files(folder: Path, fast: bool = False) -> Dict[str, Path]:
+def pipeline_files(folder: Path, fast: bool = False) -> dict[str, Path]:
     """role → release file as 1.0.2 runs them (X-UMX as ONNX; ``fast``: no X-UMX)."""
     files = {"xumx": folder / ONNX_FILE, "unet": folder / FILES["unet"], "demucs": folder / FILES["demucs"]}
     return {r: p for r, p in files.items() if not (fast and r == "xumx")}
@@ -90,19 +102,18 @@ def write_song(path: Path, wav: Tensor) -> Path:
 
 
 def read_stems(folder: Path) -> Tensor:
-    return torch.stack([torch.from_numpy(sf.read(folder / f"{s}.wav", dtype="float32")[0].T.copy())
-                        for s in SOURCES])
+    return torch.stack([torch.from_numpy(sf.read(folder / f"{s}.wav", dtype="float32")[0].T.copy()) for s in SOURCES])
 
 
-def describe(roles_files: Mapping[str, str], kind: Mapping[str, str]) -> List[str]:
+def describe(roles_files: Mapping[str, str], kind: Mapping[str, str]) -> list[str]:
     """The lines :meth:`Separator.describe_models` should give, for role → file name and role → format."""
     return [f"{NAMES[role]}: {name} ({kind[role]}, cpu)" for role, name in roles_files.items()]
 
 
 @contextmanager
-def recording(model: LoadedModel) -> Iterator[List[Tensor]]:
+def recording(model: LoadedModel) -> Iterator[list[Tensor]]:
     """While inside: every input ``model`` is called with (after the loaded model's own preparation)."""
-    calls: List[Tensor] = []
+    calls: list[Tensor] = []
     inner = model._fn
 
     def recorded(x: Tensor) -> Tensor:
@@ -149,7 +160,7 @@ def mix() -> Tensor:
 
 
 @pytest.fixture(scope="module")
-def estimates(release, mix) -> Dict[str, Tensor]:
+def estimates(release, mix) -> dict[str, Tensor]:
     """danna-sep 1.0.2's per-model estimates of ``mix`` (before the blend)."""
     return model_estimates(mix, pipeline_files(release))
 
@@ -160,20 +171,32 @@ def estimates(release, mix) -> Dict[str, Tensor]:
 RELEASED_KINDS = {"xumx": "ONNX", "unet": "TorchScript", "demucs": "TorchScript"}
 
 
-@pytest.mark.parametrize("folder, imported_files, fast, files, kinds", [
-    ("release", False, False, {"xumx": ONNX_FILE, "unet": FILES["unet"], "demucs": FILES["demucs"]}, RELEASED_KINDS),
-    ("release", False, True, {"unet": FILES["unet"], "demucs": FILES["demucs"]}, RELEASED_KINDS),
-    ("imported", True, False, IMPORTED, dict.fromkeys(FILES, "danna-sep model")),
-    ("imported", True, True, {r: IMPORTED[r] for r in ("unet", "demucs")}, dict.fromkeys(FILES, "danna-sep model")),
-    # the X-UMX as TorchScript: its .view needs a contiguous input, which the STFT's magnitude is not
-    ("torchscript_only", False, False, FILES, dict.fromkeys(FILES, "TorchScript")),
-], ids=["released", "released-fast", "imported", "imported-fast", "torchscript-xumx"])
-def test_original_preset_gives_the_numbers_of_1_0_2(request, estimates, mix, folder, imported_files, fast, files,
-                                                   kinds):
+@pytest.mark.parametrize(
+    "folder, imported_files, fast, files, kinds",
+    [
+        (
+            "release",
+            False,
+            False,
+            {"xumx": ONNX_FILE, "unet": FILES["unet"], "demucs": FILES["demucs"]},
+            RELEASED_KINDS,
+        ),
+        ("release", False, True, {"unet": FILES["unet"], "demucs": FILES["demucs"]}, RELEASED_KINDS),
+        ("imported", True, False, IMPORTED, dict.fromkeys(FILES, "danna-sep model")),
+        ("imported", True, True, {r: IMPORTED[r] for r in ("unet", "demucs")}, dict.fromkeys(FILES, "danna-sep model")),
+        # the X-UMX as TorchScript: its .view needs a contiguous input, which the STFT's magnitude is not
+        ("torchscript_only", False, False, FILES, dict.fromkeys(FILES, "TorchScript")),
+    ],
+    ids=["released", "released-fast", "imported", "imported-fast", "torchscript-xumx"],
+)
+def test_original_preset_gives_the_numbers_of_1_0_2(
+    request, estimates, mix, folder, imported_files, fast, files, kinds
+):
     """``Separator.from_checkpoints(..., original=True)`` on the release's files (or their imports) gives the
     stems of danna-sep 1.0.2 (xumx.onnx preferred over xumx_mwf.pth where onnxruntime is installed)."""
-    sep = Separator.from_checkpoints(request.getfixturevalue(folder), fast=fast, imported=imported_files,
-                                     original=True, device="cpu")
+    sep = Separator.from_checkpoints(
+        request.getfixturevalue(folder), fast=fast, imported=imported_files, original=True, device="cpu"
+    )
     assert sep.describe_models() == describe(files, kinds)
     assert (sep.split, sep.niter, sep.wiener_window, sep.shifts) == (False, 1, None, 1)
     got = stacked(sep.separate(mix, SR))
@@ -202,10 +225,12 @@ def test_released_torchscript_xumx_gets_a_contiguous_input(torchscript_only):
 # ------------------------------------------------------------------------------------ the U-Net's short last chunk
 
 
-@pytest.mark.parametrize("folder, imported_files, tail", [("release", False, 1), ("imported", True, 2)],
-                         ids=["released-1-frame", "imported-2-frames"])
-def test_short_last_unet_chunk_is_padded_as_the_gpu_path(request, release, monkeypatch, folder, imported_files,
-                                                         tail):
+@pytest.mark.parametrize(
+    "folder, imported_files, tail",
+    [("release", False, 1), ("imported", True, 2)],
+    ids=["released-1-frame", "imported-2-frames"],
+)
+def test_short_last_unet_chunk_is_padded_as_the_gpu_path(request, release, monkeypatch, folder, imported_files, tail):
     """A last U-Net chunk of 1–2 frames: 1.0.2 crashes on it (its CPU path); ours runs it zero-padded to 128
     frames and cropped, the numbers of its GPU path ("pad128")."""
     monkeypatch.setattr(streams_module, "ORIGINAL_UNET_CHUNK", SHORT_CHUNK)
@@ -218,8 +243,9 @@ def test_short_last_unet_chunk_is_padded_as_the_gpu_path(request, release, monke
         separate_original(wav, files, fast=True, short_chunk="crash")
     expected = separate_original(wav, files, fast=True, short_chunk="pad128")
 
-    sep = Separator.from_checkpoints(request.getfixturevalue(folder), fast=True, imported=imported_files,
-                                     original=True, device="cpu")
+    sep = Separator.from_checkpoints(
+        request.getfixturevalue(folder), fast=True, imported=imported_files, original=True, device="cpu"
+    )
     with recording(sep.models["unet"]) as calls:
         got = stacked(sep.separate(wav, SR))
     assert [x.shape[-1] for x in calls] == [SHORT_CHUNK, pipeline.PAD_FRAMES]  # 128
@@ -232,16 +258,19 @@ def test_short_last_unet_chunk_is_padded_as_the_gpu_path(request, release, monke
 # ------------------------------------------------------------------------------------------------- command line
 
 
-@pytest.mark.parametrize("extra, refused", [
-    (["--shifts", "2"], ["--shifts"]),
-    (["--niter", "2"], ["--niter"]),
-    (["--segment", "5"], ["--segment"]),
-    (["--overlap", "0.5"], ["--overlap"]),
-    (["--wiener-window", "100"], ["--wiener-window"]),
-    (["--bag", "blend.json"], ["--bag"]),
-    (["--parallel"], ["--parallel"]),
-    (["--shifts", "3", "--parallel", "--niter", "0"], ["--shifts", "--niter", "--parallel"]),
-])
+@pytest.mark.parametrize(
+    "extra, refused",
+    [
+        (["--shifts", "2"], ["--shifts"]),
+        (["--niter", "2"], ["--niter"]),
+        (["--segment", "5"], ["--segment"]),
+        (["--overlap", "0.5"], ["--overlap"]),
+        (["--wiener-window", "100"], ["--wiener-window"]),
+        (["--bag", "blend.json"], ["--bag"]),
+        (["--parallel"], ["--parallel"]),
+        (["--shifts", "3", "--parallel", "--niter", "0"], ["--shifts", "--niter", "--parallel"]),
+    ],
+)
 def test_cli_original_refuses_options_that_change_the_computation(release, tmp_path, capsys, extra, refused):
     song = write_song(tmp_path / "s.wav", example_mix(SR // 2, seed=1))
     out = tmp_path / "out"
@@ -254,21 +283,24 @@ def test_cli_original_refuses_options_that_change_the_computation(release, tmp_p
     assert "models:" not in err and not out.exists()
 
 
-@pytest.mark.parametrize("flags, files", [
-    ([], list(IMPORTED.values())),
-    (["--released-files", "--fast"], [FILES["unet"], FILES["demucs"]]),
-    (["--wiener-window", "0", "--niter", "1", "--shifts", "1", "--no-split"], list(IMPORTED.values())),
-], ids=["imported", "released-files-fast", "the-original-values-given"])
+@pytest.mark.parametrize(
+    "flags, files",
+    [
+        ([], list(IMPORTED.values())),
+        (["--released-files", "--fast"], [FILES["unet"], FILES["demucs"]]),
+        (["--wiener-window", "0", "--niter", "1", "--shifts", "1", "--no-split"], list(IMPORTED.values())),
+    ],
+    ids=["imported", "released-files-fast", "the-original-values-given"],
+)
 def test_cli_original_writes_the_stems_of_1_0_2(imported, estimates, mix, tmp_path, capsys, flags, files):
     """``danna-sep --original`` writes 1.0.2's stems; its "models:" line names the files that ran."""
     song = write_song(tmp_path / "song.wav", mix)
     out = tmp_path / "out"
-    code = separate_main(["--original", "--checkpoints", str(imported), "-o", str(out), "--float32", *flags,
-                          str(song)])
+    code = separate_main(["--original", "--checkpoints", str(imported), "-o", str(out), "--float32", *flags, str(song)])
     err = capsys.readouterr().err
     assert code == 0, err
     [models] = [line for line in err.splitlines() if line.startswith("models: ")]
-    assert [part.split(":")[1].split()[0] for part in models[len("models: "):].split("; ")] == files
+    assert [part.split(":")[1].split()[0] for part in models[len("models: ") :].split("; ")] == files
     values = sdr(original_blend(estimates, fast="--fast" in flags), read_stems(out / "song"))
     report(" ".join(["danna-sep --original", *flags, "vs 1.0.2"]), values)
     assert (values >= MIN_SDR).all(), values
@@ -282,9 +314,19 @@ def _registry(release: Path, base: str, path: Path) -> Path:
     entries = []
     for role, name in FILES.items():
         params = sum(p.numel() for p in torch.jit.load(str(release / name)).parameters())
-        entries.append({"name": name, "role": role, "format": "torchscript", "title": f"tiny {role}",
-                        "size": (release / name).stat().st_size, "params": params, "sha256": None,
-                        "sources": [f"{base}/drive/{name}"], "imported": IMPORTED[role]})
+        entries.append(
+            {
+                "name": name,
+                "role": role,
+                "format": "torchscript",
+                "title": f"tiny {role}",
+                "size": (release / name).stat().st_size,
+                "params": params,
+                "sha256": None,
+                "sources": [f"{base}/drive/{name}"],
+                "imported": IMPORTED[role],
+            }
+        )
     names = list(FILES.values())
     path.write_text(json.dumps({"files": entries, "sets": {"default": names, "all": names}}))
     return path
@@ -313,8 +355,10 @@ def test_first_use_downloads_imports_and_separates(mirror, tmp_path, capsys):
     lines = err.splitlines()  # (tqdm's carriage returns split lines too)
     for name in FILES.values():  # one line each: what, how big, from where, into which folder
         size = len(mirror.files[name]) / 1e6
-        assert (f"downloading {name} ({size:.1f} MB) from 127.0.0.1 into {ckpt} "
-                "(once; --no-download or DANNA_OFFLINE=1 forbids this)") in lines
+        assert (
+            f"downloading {name} ({size:.1f} MB) from 127.0.0.1 into {ckpt} "
+            "(once; --no-download or DANNA_OFFLINE=1 forbids this)"
+        ) in lines
     assert sorted(path for path, _, _ in mirror.log) == sorted(f"/mirror/{name}" for name in FILES.values())
     lock = read_lock(ckpt)
     assert sorted(lock) == sorted(FILES.values()) and all(r["source"].startswith(mirror.base) for r in lock.values())
@@ -362,13 +406,16 @@ def input_start(x: Tensor, track: Tensor) -> int:
     for position in torch.nonzero(track[0] == x[0, k]).flatten().tolist():
         start = position - k
         lo, hi = max(start, 0), min(start + x.shape[-1], track.shape[-1])
-        if torch.equal(x[:, lo - start:hi - start], track[:, lo:hi]) and not x[:, :lo - start].any() \
-                and not x[:, hi - start:].any():
+        if (
+            torch.equal(x[:, lo - start : hi - start], track[:, lo:hi])
+            and not x[:, : lo - start].any()
+            and not x[:, hi - start :].any()
+        ):
             return start
     raise AssertionError("the model input is not a piece of the track")
 
 
-def chunked_demucs(model: LoadedModel, wav: Tensor, segment: float) -> Tuple[Tensor, List[int]]:
+def chunked_demucs(model: LoadedModel, wav: Tensor, segment: float) -> tuple[Tensor, list[int]]:
     """Demucs alone through the default (segmented) stream: its stems and where each segment's input starts."""
     sep = Separator({"demucs": model}, Bag(models=["demucs"], weights=[[1.0] * 4]), segment=segment)
     with recording(model) as calls:
@@ -376,8 +423,9 @@ def chunked_demucs(model: LoadedModel, wav: Tensor, segment: float) -> Tuple[Ten
     return out, [input_start(x, wav) for batch in calls for x in batch]
 
 
-@pytest.mark.parametrize("folder, name", [("release", FILES["demucs"]), ("imported", IMPORTED["demucs"])],
-                         ids=["released", "imported"])
+@pytest.mark.parametrize(
+    "folder, name", [("release", FILES["demucs"]), ("imported", IMPORTED["demucs"])], ids=["released", "imported"]
+)
 def test_demucs_segments_start_on_the_original_grid(request, folder, name):
     """Several 1 s segments: each input starts at s with (s + 22050) % 2048 == 0, so every sample sits where
     1.0.2 put it on the stride grid; the stems are then close to 1.0.2's whole-track pass, and far from it when
@@ -410,8 +458,11 @@ def test_demucs_segments_start_on_the_original_grid(request, folder, name):
 # ------------------------------------------------------------------------------------ default mode: a short track
 
 
-@pytest.mark.parametrize("folder, imported_files, seconds", [("release", False, 0.5), ("imported", True, 1.0)],
-                         ids=["released-0.5s", "imported-1s"])
+@pytest.mark.parametrize(
+    "folder, imported_files, seconds",
+    [("release", False, 0.5), ("imported", True, 1.0)],
+    ids=["released-0.5s", "imported-1s"],
+)
 def test_default_mode_pads_a_track_shorter_than_the_unet_poolings(request, folder, imported_files, seconds):
     """Under 64 frames (≈ 1.5 s) the legacy U-Net's poolings fail (as 1.0.2's did): the default mode zero-pads
     its segment to 64 frames and crops the masks, instead of failing with an internal error."""

@@ -1,5 +1,6 @@
 """The original release rebuilt as fixtures (``tests/original_release``): its files' layout at full size, the I/O
 contract and quirks of tiny files, the blocks against independent formulations, and danna-sep 1.0.2's pipeline."""
+
 import csv
 import math
 from pathlib import Path
@@ -9,15 +10,37 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
+from original_release import (
+    FAST_WEIGHTS,
+    FILES,
+    ONNX_FILE,
+    TINY,
+    WEIGHTS,
+    X_UMX,
+    D2_block,
+    D3_block,
+    DemucsSplit,
+    MultiHeadAttention,
+    UNetAttn,
+    build_models,
+    demucs_sep,
+    example_mix,
+    load_model,
+    model_estimates,
+    pipeline,
+    randomize,
+    script,
+    separate_original,
+    spectrogram,
+    tf_sep,
+    unet_masks,
+    write_release,
+)
 
-from original_release import (FAST_WEIGHTS, FILES, ONNX_FILE, TINY, WEIGHTS, D2_block, D3_block, DemucsSplit,
-                              MultiHeadAttention, UNetAttn, X_UMX, build_models, demucs_sep, example_mix,
-                              load_model, model_estimates, randomize, script, separate_original, spectrogram, tf_sep,
-                              unet_masks, write_release)
-from original_release import pipeline
-
-pytestmark = [pytest.mark.usefixtures("one_thread"),
-              pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning")]
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning"),
+]
 
 TABLE = Path(__file__).parent / "data" / "released_checkpoints.tsv"
 SHORT = 64 * 1024 + 123  # a short clip: 66 frames after danna-sep's 1024-sample pad (the U-Net needs 64)
@@ -63,9 +86,14 @@ def roles(files):
 # --- (a) full size: the released files' layout -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cls, file, params", [(X_UMX, "xumx_mwf.pth", 35_573_392),
-                                                (UNetAttn, "unet_attention.pth", 15_676_652),
-                                                (DemucsSplit, "demucs_4_decoders.pth", 191_928_152)])
+@pytest.mark.parametrize(
+    "cls, file, params",
+    [
+        (X_UMX, "xumx_mwf.pth", 35_573_392),
+        (UNetAttn, "unet_attention.pth", 15_676_652),
+        (DemucsSplit, "demucs_4_decoders.pth", 191_928_152),
+    ],
+)
 def test_full_size_is_the_released_layout(cls, file, params):
     """Scripted at full size: the released file's keys, shapes, dtypes and order, its parameter count and name."""
     model = cls().eval()
@@ -104,7 +132,10 @@ def test_tiny_files_keep_the_io_contract(models, files):
 def test_onnx_xumx_is_the_releases_and_equals_torchscript(files):
     proto = onnx.load(str(files[ONNX_FILE]))
     assert [op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")] == [11]
-    dims = lambda value: [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]  # noqa: E731
+
+    def dims(value):
+        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
     assert [(v.name, dims(v)) for v in proto.graph.input] == [("input", [1, 2, 2049, "frames"])]
     assert [(v.name, dims(v)) for v in proto.graph.output] == [("output", [1, 4, 2, 2049, "frames"])]
     onnx_model, scripted = load_model(files[ONNX_FILE]), torch.jit.load(str(files[FILES["xumx"]]))
@@ -138,8 +169,8 @@ def test_unet_leaves_0_25_on_uncovered_bins_and_last_frames(models, frames, tail
     covered = 2 * (TINY["unet"]["max_bins"] // 2) - 1
     assert covered == 93
     assert (masks[..., covered:, :] == 0.25).all()
-    assert (masks[..., frames - tail:] == 0.25).all()
-    assert not (masks[..., :covered, :frames - tail] == 0.25).any()
+    assert (masks[..., frames - tail :] == 0.25).all()
+    assert not (masks[..., :covered, : frames - tail] == 0.25).any()
 
 
 def test_xumx_needs_a_contiguous_input_as_the_release(files):
@@ -161,7 +192,7 @@ def test_xumx_needs_a_contiguous_input_as_the_release(files):
 
 def test_randomize_is_deterministic_with_nontrivial_batchnorm(models):
     again = randomize(UNetAttn(**TINY["unet"]), seed=1)  # build_models gives the U-Net of seed 0 the stream 1
-    for (key, a), b in zip(models["unet"].state_dict().items(), again.state_dict().values()):
+    for (key, a), b in zip(models["unet"].state_dict().items(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b), key
     other = randomize(UNetAttn(**TINY["unet"]), seed=2)
     assert not torch.equal(other.end[3].weight, again.end[3].weight)
@@ -212,8 +243,12 @@ def test_d2_block_is_a_multi_dilated_dense_block(last_n_layers):
     features = [x]
     with torch.no_grad():
         for i in range(L):
-            pre = sum(F.conv2d(features[j], block.conv_layers[j].weight[k * (i - j):k * (i - j + 1)],
-                               padding=2 ** j, dilation=2 ** j) for j in range(i + 1))
+            pre = sum(
+                F.conv2d(
+                    features[j], block.conv_layers[j].weight[k * (i - j) : k * (i - j + 1)], padding=2**j, dilation=2**j
+                )
+                for j in range(i + 1)
+            )
             features.append(block.bn_layers[i](pre))
         expected = torch.cat(features[1:][-last_n_layers:], 1)
         torch.testing.assert_close(script(block)(x), expected, rtol=1e-5, atol=1e-5)
@@ -240,8 +275,8 @@ def _naive_attention(mha: MultiHeadAttention, x: torch.Tensor, zero_key_bias: fl
     out = torch.zeros(batch, mha.n_heads * depth, bins, padded)
     for b in range(batch):
         for h in range(mha.n_heads):
-            head = qkv[b, h * 3 * depth:(h + 1) * 3 * depth]
-            q, k, v = head[:depth], head[depth:2 * depth], head[2 * depth:]
+            head = qkv[b, h * 3 * depth : (h + 1) * 3 * depth]
+            q, k, v = head[:depth], head[depth : 2 * depth], head[2 * depth :]
             for t in range(padded):
                 start = t // size * size - flange
                 keys, values = [], []
@@ -251,9 +286,9 @@ def _naive_attention(mha: MultiHeadAttention, x: torch.Tensor, zero_key_bias: fl
                     values.append(v[:, :, s] if inside else torch.zeros(depth, bins))
                 keys, values = torch.cat(keys, 1), torch.cat(values, 1)  # (depth, bins · window)
                 for f in range(bins):
-                    logits = q[:, f, t] @ keys * depth ** -0.5
+                    logits = q[:, f, t] @ keys * depth**-0.5
                     logits = logits + torch.where((keys == 0).all(0), zero_key_bias, 0.0)
-                    out[b, h * depth:(h + 1) * depth, f, t] = values @ logits.softmax(0)
+                    out[b, h * depth : (h + 1) * depth, f, t] = values @ logits.softmax(0)
     return mha.out_conv(out[..., :frames])
 
 
@@ -299,15 +334,20 @@ def test_separate_original_blends_the_models_estimates(roles, monkeypatch):
     assert list(calls[1]) == ["unet", "demucs"]
     for role in calls[1]:
         torch.testing.assert_close(calls[1][role], estimates[role], rtol=0, atol=0)
-    expected = FAST_WEIGHTS["unet"][:, None, None] * estimates["unet"] + \
-        FAST_WEIGHTS["demucs"][:, None, None] * estimates["demucs"]
+    expected = (
+        FAST_WEIGHTS["unet"][:, None, None] * estimates["unet"]
+        + FAST_WEIGHTS["demucs"][:, None, None] * estimates["demucs"]
+    )
     torch.testing.assert_close(fast, expected)
 
 
 def test_tf_sep_with_equal_masks_splits_the_mix_in_four():
     """Four equal estimates: the Wiener filter gives each a quarter of the mixture; iSTFT without a length."""
     y = F.pad(example_mix(SHORT, seed=12), [0, 1024])
-    ones = lambda mag: torch.ones(1, 4, *mag.shape[1:])  # noqa: E731
+
+    def ones(mag):
+        return torch.ones(1, 4, *mag.shape[1:])
+
     out = tf_sep(ones, y)
     length = 1024 * (y.shape[1] // 1024)
     assert out.shape == (4, 2, length) and out.dtype == torch.float32

@@ -1,4 +1,5 @@
 """The allocator policy: kept freed memory, trimming above a resident-size limit, and the separator's option."""
+
 import platform
 import sys
 
@@ -9,8 +10,9 @@ from danna_sep import runtime
 from danna_sep.blend import Bag
 from danna_sep.errors import ConfigError
 
-glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
-                           reason="mallopt/malloc_trim are glibc's")
+glibc = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="mallopt/malloc_trim are glibc's"
+)
 
 
 def test_resident_bytes_follows_a_large_allocation():

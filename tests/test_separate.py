@@ -1,11 +1,12 @@
 """Separation: chunked streaming equals the whole-track computation, bounded reads, outputs, the CLI's contract."""
+
+import itertools
 import json
 import math
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,10 +18,20 @@ from torch import nn
 from danna_sep import SOURCES
 from danna_sep.blend import Bag
 from danna_sep.cli import main
-from danna_sep.errors import AudioError, CheckpointError, ConfigError
+from danna_sep.errors import CheckpointError, ConfigError
 from danna_sep.export import LoadedModel, ModelInfo, export_torchscript
-from danna_sep.separate import (WAVEFORM_BATCH, Separator, StreamingISTFT, TensorReader, _equal_length_groups,
-                                _read_padded, find_model_files, plan_segments, resolve_device, stem_plan)
+from danna_sep.separate import (
+    WAVEFORM_BATCH,
+    Separator,
+    StreamingISTFT,
+    TensorReader,
+    _equal_length_groups,
+    _read_padded,
+    find_model_files,
+    plan_segments,
+    resolve_device,
+    stem_plan,
+)
 from danna_sep.separate.streams import _spectral_stream, _waveform_stream
 from danna_sep.spectral import STFT
 from danna_sep.wiener import wiener, wiener_windowed
@@ -29,7 +40,9 @@ SR = 44100
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-SMALL = dict(n_fft=256, hop_length=64)  # a cheap STFT for the exactness tests (the separator reads it from the metadata)
+SMALL = dict(
+    n_fft=256, hop_length=64
+)  # a cheap STFT for the exactness tests (the separator reads it from the metadata)
 
 
 # ------------------------------------------------------------------------------------------ contract-conforming models
@@ -116,17 +129,22 @@ def wave_model(module):
     return LoadedModel.from_module(module.eval(), ModelInfo("waveform"))
 
 
-BLEND = Bag(models=["xumx", "unet", "demucs"], weights=[[0.2, 0.1, 0.0, 0.2], [0.2, 0.17, 0.5, 0.4],
-                                                        [0.6, 0.73, 0.5, 0.4]])
+BLEND = Bag(
+    models=["xumx", "unet", "demucs"], weights=[[0.2, 0.1, 0.0, 0.2], [0.2, 0.17, 0.5, 0.4], [0.6, 0.73, 0.5, 0.4]]
+)
 
 
 def point_models():
-    return {"xumx": spec_model(PointSpec(129, seed=1)), "unet": spec_model(PointSpec(129, seed=2), frame_multiple=16),
-            "demucs": wave_model(PointWave(seed=3))}
+    return {
+        "xumx": spec_model(PointSpec(129, seed=1)),
+        "unet": spec_model(PointSpec(129, seed=2), frame_multiple=16),
+        "demucs": wave_model(PointWave(seed=3)),
+    }
 
 
-def music(seconds: float, channels: int = 2, rate: int = SR, seed: int = 0, noise: float = 0.01,
-          tones: int = 6) -> torch.Tensor:
+def music(
+    seconds: float, channels: int = 2, rate: int = SR, seed: int = 0, noise: float = 0.01, tones: int = 6
+) -> torch.Tensor:
     """Test audio: decaying tones (in octaves from 80 Hz, up to 10 kHz) over quiet white noise, per channel."""
     g = torch.Generator().manual_seed(seed)
     t = torch.arange(int(seconds * rate)) / rate
@@ -158,7 +176,7 @@ def reference(models, bag, wav, niter=1, window=300):
             y = stft.inverse(Y, length)
         else:
             y = F.pad(model(wav[None])[0], (0, 100))[..., :length]  # PointWave is memoryless: the tail is known
-            y[..., length - 100:] = model(F.pad(wav[None], (0, 100)))[0][..., length - 100: length]
+            y[..., length - 100 :] = model(F.pad(wav[None], (0, 100)))[0][..., length - 100 : length]
         total += torch.as_tensor(bag.weights[m], dtype=torch.float32)[:, None, None] * y
     return total
 
@@ -174,14 +192,22 @@ def rel(a, b):
 # ------------------------------------------------------------------------------------------------- building blocks
 
 
-@pytest.mark.parametrize("total,segment,stride,multiple", [
-    (1000, 512, 384, 64), (512, 512, 384, 64), (300, 512, 384, 64), (513, 512, 384, 64), (2000, 100, 75, 1),
-    (10_000, 441, 331, 1), (901, 512, 512, 64),
-])
+@pytest.mark.parametrize(
+    "total,segment,stride,multiple",
+    [
+        (1000, 512, 384, 64),
+        (512, 512, 384, 64),
+        (300, 512, 384, 64),
+        (513, 512, 384, 64),
+        (2000, 100, 75, 1),
+        (10_000, 441, 331, 1),
+        (901, 512, 512, 64),
+    ],
+)
 def test_plan_segments_cover_the_track(total, segment, stride, multiple):
     segs = plan_segments(total, segment, stride, multiple)
     assert segs[0][0] == 0 and segs[-1][1] == total
-    for (a, b), (c, d) in zip(segs, segs[1:]):
+    for (a, b), (c, _d) in itertools.pairwise(segs):
         assert c > a and c <= b  # increasing starts, no gap
         assert a % multiple == 0 and c % multiple == 0
         assert b - a == segment
@@ -197,7 +223,7 @@ def test_streaming_istft_equals_torch_istft():
         ist = StreamingISTFT(n_fft, hop, length)
         pieces, start = [], 0
         for n in (1, 7, 13, 3, 17):
-            pieces.append(ist.push(spec[..., start: start + n]))
+            pieces.append(ist.push(spec[..., start : start + n]))
             start += n
         pieces.append(ist.finish())
         got = torch.cat(pieces, -1)
@@ -211,18 +237,21 @@ def test_padded_read_matches_stft_padding():
     reader = TensorReader(wav)
     padded = F.pad(wav[None], (256, 256), mode="reflect")[0]
     for start, stop in ((-256, 300), (2900, 3256), (-256, 3256), (100, 200)):
-        assert torch.equal(_read_padded(reader, start, stop, True), padded[:, start + 256: stop + 256])
+        assert torch.equal(_read_padded(reader, start, stop, True), padded[:, start + 256 : stop + 256])
 
 
 # ------------------------------------------------------------------------------------------ chunked = whole track
 
 
-@pytest.mark.parametrize("options", [
-    dict(),  # defaults: 512-frame spectral segments (here 0.74 s), 10 s waveform segments, 25 % overlap
-    dict(segment=0.3, overlap=0.5, wiener_window=97, niter=2),
-    dict(segment=0.25, overlap=0.0, niter=0),
-    dict(split=False, wiener_window=None),
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(),  # defaults: 512-frame spectral segments (here 0.74 s), 10 s waveform segments, 25 % overlap
+        dict(segment=0.3, overlap=0.5, wiener_window=97, niter=2),
+        dict(segment=0.25, overlap=0.0, niter=0),
+        dict(split=False, wiener_window=None),
+    ],
+)
 def test_chunked_separation_equals_the_whole_track(options):
     models = point_models()
     wav = music(2.0)
@@ -235,8 +264,10 @@ def test_chunked_separation_equals_the_whole_track(options):
 
 def test_fixed_length_waveform_model():
     # an ONNX Demucs takes exactly one input length: the separator feeds it segments of that size
-    models = {**point_models(), "demucs": LoadedModel.from_module(PointWave(seed=3).eval(),
-                                                                   ModelInfo("waveform", fixed_length=12000))}
+    models = {
+        **point_models(),
+        "demucs": LoadedModel.from_module(PointWave(seed=3).eval(), ModelInfo("waveform", fixed_length=12000)),
+    }
     calls = []
     inner = models["demucs"]._fn
     models["demucs"]._fn = lambda x: calls.append(x.shape[-1]) or inner(x)
@@ -287,8 +318,20 @@ def test_tiny_unet_chunked_is_close_to_whole_track():
     from danna_sep.models import build_model
 
     torch.manual_seed(0)
-    unet = build_model({"type": "UNetAttn", "args": {"k": 2, "levels": 2, "d_model": 4, "n_heads": 1,
-                                                     "attn_channels": 2, "max_bins": 32, "attn_layers": 1}}).eval()
+    unet = build_model(
+        {
+            "type": "UNetAttn",
+            "args": {
+                "k": 2,
+                "levels": 2,
+                "d_model": 4,
+                "n_heads": 1,
+                "attn_channels": 2,
+                "max_bins": 32,
+                "attn_layers": 1,
+            },
+        }
+    ).eval()
     models = {"unet": LoadedModel.from_module(unet, ModelInfo.from_model(unet))}
     bag = Bag(models=["unet"], weights=[[1.0] * 4])
     wav = music(5.0)
@@ -333,8 +376,10 @@ def test_streams_hold_no_segment_temporaries_between_pieces():
     reader = TensorReader(music(4.0))
     sep = Separator(models, BLEND, segment=0.5, wiener_window=50)
     calls, options = sep._calls, sep._stream_options()
-    for stream, allowed in ((_spectral_stream(models["unet"], reader, lambda f: None, calls, options), {"window"}),
-                            (_waveform_stream(models["demucs"], reader, lambda f: None, calls, options), set())):
+    for stream, allowed in (
+        (_spectral_stream(models["unet"], reader, lambda f: None, calls, options), {"window"}),
+        (_waveform_stream(models["demucs"], reader, lambda f: None, calls, options), set()),
+    ):
         for _ in range(3):
             next(stream)
             held = {name for name, value in stream.gi_frame.f_locals.items() if isinstance(value, torch.Tensor)}
@@ -372,7 +417,7 @@ def test_mono_input_at_another_rate(tmp_path):
     assert abs(mix.shape[-1] - wav.shape[-1]) <= 2
     n = min(mix.shape[-1], wav.shape[-1])
     # back at 22050 Hz the stems add up to the input (up to the resamplers' edge transients)
-    assert (mix[..., 2000:n - 2000] - wav[..., 2000:n - 2000]).abs().max() < 2e-3
+    assert (mix[..., 2000 : n - 2000] - wav[..., 2000 : n - 2000]).abs().max() < 2e-3
 
 
 def test_stem_plan():
@@ -390,7 +435,7 @@ def test_progress_reaches_one_and_never_goes_back():
     sep = Separator(point_models(), BLEND, segment=0.5, niter=0, progress=lambda p: seen.append(p.fraction))
     sep.separate(music(1.5), SR)
     assert seen[0] == 0.0 and seen[-1] == pytest.approx(1.0)
-    assert all(b >= a for a, b in zip(seen, seen[1:]))
+    assert all(b >= a for a, b in itertools.pairwise(seen))
 
 
 class Broken(nn.Module):
@@ -442,8 +487,9 @@ def checkpoints(tmp_path_factory):
     """A checkpoint folder with the released file names: two spectral models and one waveform model."""
     folder = tmp_path_factory.mktemp("checkpoints")
     export_torchscript(PointSpec(129, seed=1), folder / "xumx_mwf.pth", ModelInfo("spectral", **SMALL))
-    export_torchscript(PointSpec(129, seed=2), folder / "unet_attention.pth",
-                       ModelInfo("spectral", frame_multiple=16, **SMALL))
+    export_torchscript(
+        PointSpec(129, seed=2), folder / "unet_attention.pth", ModelInfo("spectral", frame_multiple=16, **SMALL)
+    )
     export_torchscript(PointWave(seed=3), folder / "demucs_4_decoders.pth", ModelInfo("waveform"))
     return folder
 
@@ -494,7 +540,7 @@ def test_cli_writes_stems_and_never_overwrites(checkpoints, tmp_path, capsys):
     song = write(tmp_path / "in" / "song.wav", music(1.0))
     out = tmp_path / "out"
     args = ["separate", "--checkpoints", str(checkpoints), "-o", str(out), "--segment", "0.7", str(song)]
-    assert main(args + ["-q"]) == 0
+    assert main([*args, "-q"]) == 0
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert files == [f"song/{s}.wav" for s in sorted(SOURCES)]
     info = sf.info(out / "song" / "vocals.wav")
@@ -506,11 +552,11 @@ def test_cli_writes_stems_and_never_overwrites(checkpoints, tmp_path, capsys):
 
     before = (out / "song" / "drums.wav").stat().st_mtime_ns
     capsys.readouterr()
-    assert main(args + ["-q"]) == 1
+    assert main([*args, "-q"]) == 1
     err = capsys.readouterr().err
     assert "exists" in err and "--force" in err and "Traceback" not in err
     assert (out / "song" / "drums.wav").stat().st_mtime_ns == before
-    assert main(args + ["-q", "--force"]) == 0
+    assert main([*args, "-q", "--force"]) == 0
 
 
 def test_cli_one_bad_file_does_not_stop_the_others(checkpoints, tmp_path, capsys):
@@ -534,10 +580,21 @@ def test_cli_parallel_jobs_and_outputs_inside_the_input_folder(checkpoints, tmp_
     write(folder / "a.wav", music(0.6))
     write(folder / "b.flac", music(0.6, seed=1))
     out = folder / "separated"  # inside the searched folder: its stems must not become inputs
-    args = ["separate", "--checkpoints", str(checkpoints), "-o", str(out), "-q", "-j", "2", "--fast", "--parallel",
-            str(folder)]
+    args = [
+        "separate",
+        "--checkpoints",
+        str(checkpoints),
+        "-o",
+        str(out),
+        "-q",
+        "-j",
+        "2",
+        "--fast",
+        "--parallel",
+        str(folder),
+    ]
     assert main(args) == 0
-    assert main(args + ["--force"]) == 0
+    assert main([*args, "--force"]) == 0
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.wav"))
     assert files == [f"{t}/{s}.wav" for t in "ab" for s in sorted(SOURCES)]
 
@@ -546,24 +603,27 @@ def test_cli_formats_stems_and_templates(checkpoints, tmp_path):
     song = write(tmp_path / "My Song.wav", music(1.0, rate=48000), rate=48000)
     out = tmp_path / "out"
     base = ["separate", "--checkpoints", str(checkpoints), "-o", str(out), "-q"]
-    assert main(base + ["--two-stems", "vocals", "--flac", "--int24", "--keep-rate", str(song)]) == 0
+    assert main([*base, "--two-stems", "vocals", "--flac", "--int24", "--keep-rate", str(song)]) == 0
     for stem in ("vocals", "accompaniment"):
         info = sf.info(out / "My Song" / f"{stem}.flac")
         assert (info.format, info.subtype, info.samplerate, info.frames) == ("FLAC", "PCM_24", 48000, 48000)
-    assert main(base + ["--stems", "bass,drums", "--float32", "--filename", "{track}_{stem}.{ext}", str(song)]) == 0
+    assert main([*base, "--stems", "bass,drums", "--float32", "--filename", "{track}_{stem}.{ext}", str(song)]) == 0
     assert sorted(p.name for p in out.glob("*.wav")) == ["My Song_bass.wav", "My Song_drums.wav"]
     assert sf.info(out / "My Song_bass.wav").subtype == "FLOAT"
 
 
-@pytest.mark.parametrize("extra,message", [
-    (["--filename", "{track}.{ext}"], "{stem}"),
-    (["--filename", "{song}/{stem}.{ext}"], "unknown placeholder"),
-    (["--stems", "guitar"], "unknown source"),
-    (["--flac", "--float32"], "FLAC"),
-    (["--overlap", "1.5"], "overlap"),
-    (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "tpu"], "device"),
-    (["--bag", "/nonexistent/bag.json"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--filename", "{track}.{ext}"], "{stem}"),
+        (["--filename", "{song}/{stem}.{ext}"], "unknown placeholder"),
+        (["--stems", "guitar"], "unknown source"),
+        (["--flac", "--float32"], "FLAC"),
+        (["--overlap", "1.5"], "overlap"),
+        (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "tpu"], "device"),
+        (["--bag", "/nonexistent/bag.json"], "does not exist"),
+    ],
+)
 def test_cli_usage_errors_are_one_line(checkpoints, tmp_path, capsys, extra, message):
     song = write(tmp_path / "s.wav", music(0.5))
     code = main(["separate", "--checkpoints", str(checkpoints), "-o", str(tmp_path / "o"), *extra, str(song)])
@@ -576,8 +636,22 @@ def test_cli_bag_file(checkpoints, tmp_path):
     bag = tmp_path / "bag.json"
     bag.write_text(json.dumps({"models": ["demucs"], "weights": [[1, 1, 1, 1]]}))
     song = write(tmp_path / "s.wav", music(1.0))
-    assert main(["separate", "--checkpoints", str(checkpoints), "-o", str(tmp_path / "o"), "-q",
-                 "--bag", str(bag), str(song)]) == 0
+    assert (
+        main(
+            [
+                "separate",
+                "--checkpoints",
+                str(checkpoints),
+                "-o",
+                str(tmp_path / "o"),
+                "-q",
+                "--bag",
+                str(bag),
+                str(song),
+            ]
+        )
+        == 0
+    )
     vocals, _ = sf.read(tmp_path / "o" / "s" / "vocals.wav", dtype="float32")
     mix, _ = sf.read(song, dtype="float32")
     g = PointWave(seed=3).g[3].item()
@@ -586,8 +660,10 @@ def test_cli_bag_file(checkpoints, tmp_path):
 
 def test_danna_sep_entry_point_reports_missing_checkpoints(tmp_path):
     song = write(tmp_path / "s.wav", music(0.5))
-    code = ("import sys; from danna_sep.cli import separate_main; "
-            f"sys.exit(separate_main(['--checkpoints', {str(tmp_path / 'none')!r}, {str(song)!r}]))")
+    code = (
+        "import sys; from danna_sep.cli import separate_main; "
+        f"sys.exit(separate_main(['--checkpoints', {str(tmp_path / 'none')!r}, {str(song)!r}]))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "xumx_mwf.pth" in proc.stderr and "danna download" in proc.stderr and "Traceback" not in proc.stderr
@@ -601,8 +677,10 @@ def test_real_tiny_models_end_to_end(tmp_path):
     folder = tmp_path / "ck"
     archs = {
         "xumx_mwf.pth": {"type": "X_UMX", "args": {"hidden_channels": 8, "nb_layers": 1, "max_bins": 32}},
-        "unet_attention.pth": {"type": "UNetAttn", "args": {"k": 2, "levels": 2, "d_model": 4, "n_heads": 1,
-                                                            "attn_channels": 2, "max_bins": 32}},
+        "unet_attention.pth": {
+            "type": "UNetAttn",
+            "args": {"k": 2, "levels": 2, "d_model": 4, "n_heads": 1, "attn_channels": 2, "max_bins": 32},
+        },
         "demucs_4_decoders.pth": {"type": "DemucsSplit", "args": {"channels": 4, "depth": 2, "lstm_layers": 1}},
     }
     torch.manual_seed(0)
@@ -610,8 +688,10 @@ def test_real_tiny_models_end_to_end(tmp_path):
         model = build_model(arch).eval()
         export_torchscript(model, folder / name, ModelInfo.from_model(model, {"arch": arch}))
     song = write(tmp_path / "s.wav", music(1.5))
-    assert main(["separate", "--checkpoints", str(folder), "-o", str(tmp_path / "o"), "-q", "--segment", "1",
-                 str(song)]) == 0
+    assert (
+        main(["separate", "--checkpoints", str(folder), "-o", str(tmp_path / "o"), "-q", "--segment", "1", str(song)])
+        == 0
+    )
     for stem in SOURCES:
         data, rate = sf.read(tmp_path / "o" / "s" / f"{stem}.wav")
         assert data.shape == (int(1.5 * SR), 2) and rate == SR and np.abs(data).max() > 0

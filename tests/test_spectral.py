@@ -20,8 +20,16 @@ def test_exact_length_round_trip(length):
 def test_matches_reference_parameters():
     # the original front-end: torch.stft with periodic Hann, centre, reflect padding
     x = torch.randn(3, 50000, dtype=torch.float64)
-    ref = torch.stft(x, 4096, 1024, 4096, torch.hann_window(4096, dtype=torch.float64), center=True,
-                     pad_mode="reflect", return_complex=True)
+    ref = torch.stft(
+        x,
+        4096,
+        1024,
+        4096,
+        torch.hann_window(4096, dtype=torch.float64),
+        center=True,
+        pad_mode="reflect",
+        return_complex=True,
+    )
     out = STFT()(x)
     assert out.dtype == torch.complex128
     torch.testing.assert_close(out, ref)

@@ -1,4 +1,5 @@
 """The built-in synthetic multitrack dataset: composition, rendering, the written dataset and the CLI."""
+
 import json
 import time
 
@@ -9,10 +10,10 @@ import soundfile as sf
 pytest.importorskip("tinysoundfont", reason="the synthetic dataset renders with tinysoundfont")
 pytest.importorskip("pretty_midi", reason="the GM SoundFont ships in the pretty_midi wheel")
 
-from danna_sep import SAMPLE_RATE, SOURCES  # noqa: E402
-from danna_sep.cli import main  # noqa: E402
-from danna_sep.data import MUSDBDataset  # noqa: E402
-from danna_sep.data.synth import (  # noqa: E402
+from danna_sep import SAMPLE_RATE, SOURCES
+from danna_sep.cli import main
+from danna_sep.data import MUSDBDataset
+from danna_sep.data.synth import (
     DRUM_KITS,
     VOICE_PROGRAMS,
     WIND_PROGRAMS,
@@ -20,7 +21,7 @@ from danna_sep.data.synth import (  # noqa: E402
     make_synthetic_dataset,
     synthesize_track,
 )
-from danna_sep.errors import DatasetError  # noqa: E402
+from danna_sep.errors import DatasetError
 
 
 def read_track(folder):
@@ -125,7 +126,9 @@ def test_composition_roles_and_silent_stretches():
 
 def test_cli(tmp_path, capsys):
     out = tmp_path / "cli"
-    assert main(["make-dataset", str(out), "--tracks", "1", "--test", "1", "--seconds", "0.5", "--seed", "3", "-q"]) == 0
+    assert (
+        main(["make-dataset", str(out), "--tracks", "1", "--test", "1", "--seconds", "0.5", "--seed", "3", "-q"]) == 0
+    )
     assert "1 train, 0 valid, 1 test" in capsys.readouterr().out
     assert (out / "test" / "test_000" / "vocals.wav").is_file()
     assert main(["make-dataset", str(out), "--tracks", "2", "--seconds", "0.5", "-q"]) == 2

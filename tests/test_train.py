@@ -1,8 +1,8 @@
 """Trainer tests on tiny models and a tiny in-memory dataset (short chunks, a few steps each)."""
+
 import json
 import os
 import signal
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from danna_sep.cli import main
 from danna_sep.config import configs_dir, load_config
 from danna_sep.errors import CheckpointError, DannaError, DatasetError
-from danna_sep.train import ShardedBatchSampler, Trainer, load_weights, read_state_dict, train
+from danna_sep.train import ShardedBatchSampler, load_weights, read_state_dict, train
 
 torch.set_num_threads(1)  # the suite runs two test files at once on two cores
 
@@ -42,8 +42,10 @@ class ToyStems(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch if self.random else 0, index])
         t = np.arange(self.samples) / 44100
         drums = rng.standard_normal(self.samples) * (np.sin(2 * np.pi * 8 * t + rng.uniform(0, 6)) > 0.6) * 0.3
-        tones = [a * np.sin(2 * np.pi * rng.uniform(lo, hi) * t) for a, lo, hi in
-                 ((0.3, 50, 120), (0.2, 300, 600), (0.2, 1000, 2000))]
+        tones = [
+            a * np.sin(2 * np.pi * rng.uniform(lo, hi) * t)
+            for a, lo, hi in ((0.3, 50, 120), (0.2, 300, 600), (0.2, 1000, 2000))
+        ]
         stems = np.stack([np.stack([s, s * rng.uniform(0.5, 1.0)]) for s in (drums, *tones)]).astype(np.float32)
         stems = torch.from_numpy(stems)
         return stems.sum(0), stems
@@ -52,8 +54,15 @@ class ToyStems(Dataset):
 def tiny(name: str, *overrides: str, **trainer) -> dict:
     """A tiny config for in-memory data: no workers, no device augmentation unless asked, fast validation."""
     cfg = json.loads((configs_dir() / "tiny" / f"{name}.json").read_text())
-    sets = ["data_loader.train.num_workers=0", "data_loader.valid.num_workers=0", "device_augment.enabled=false",
-            "trainer.epochs=1", "trainer.audio_seconds=0", "trainer.log_every=1", "data_loader.valid.batch_size=2"]
+    sets = [
+        "data_loader.train.num_workers=0",
+        "data_loader.valid.num_workers=0",
+        "device_augment.enabled=false",
+        "trainer.epochs=1",
+        "trainer.audio_seconds=0",
+        "trainer.log_every=1",
+        "data_loader.valid.batch_size=2",
+    ]
     sets += [f"trainer.{k}={json.dumps(v)}" for k, v in trainer.items()]
     from danna_sep.config import apply_overrides, validate_config
 
@@ -67,8 +76,14 @@ DEMUCS = ("arch.args.channels=4", "arch.args.depth=3")
 def run(cfg, tmp_path, train_items=8, valid_items=2, **kwargs):
     kwargs.setdefault("workdir", tmp_path)
     kwargs.setdefault("tensorboard", False)
-    return train(cfg, train_set=ToyStems(train_items), valid_set=ToyStems(valid_items, random=False),
-                 progress=False, verbose=False, **kwargs)
+    return train(
+        cfg,
+        train_set=ToyStems(train_items),
+        valid_set=ToyStems(valid_items, random=False),
+        progress=False,
+        verbose=False,
+        **kwargs,
+    )
 
 
 def params(path) -> dict:
@@ -90,9 +105,17 @@ def assert_same(a: dict, b: dict, exact=True, atol=1e-6):
 
 def test_resume_mid_epoch_is_bit_exact(tmp_path):
     # 2 epochs × 4 batches, accumulation over 2, device augmentation on: 6 steps + resume + 2 steps == 8 steps
-    cfg = tiny("x_umx_mwf", *XUMX, "data_loader.train.batch_size=2", "device_augment.enabled=true",
-               "device_augment.args.pitch_p=0.5", "device_augment.args.speed_p=0.5",
-               epochs=2, cum_steps=2, deterministic=True)
+    cfg = tiny(
+        "x_umx_mwf",
+        *XUMX,
+        "data_loader.train.batch_size=2",
+        "device_augment.enabled=true",
+        "device_augment.args.pitch_p=0.5",
+        "device_augment.args.speed_p=0.5",
+        epochs=2,
+        cum_steps=2,
+        deterministic=True,
+    )
     full = run(cfg, tmp_path / "full")
     part = run(cfg, tmp_path / "part", max_steps=6)
     assert (part.steps, part.epochs_completed, part.optimizer_steps) == (6, 1, 3)
@@ -135,7 +158,7 @@ def test_sharded_sampler_splits_global_batches_and_resumes():
         s.set_epoch(5)
     whole = list(single)
     parts = [list(r) for r in ranks]
-    assert len(whole) == 2 and [sorted(a + b) for a, b in zip(*parts)] == [sorted(b) for b in whole]
+    assert len(whole) == 2 and [sorted(a + b) for a, b in zip(*parts, strict=True)] == [sorted(b) for b in whole]
     single.set_epoch(5, start=1)
     assert list(single) == whole[1:]
     single.set_epoch(6)
@@ -146,14 +169,17 @@ def test_sharded_sampler_splits_global_batches_and_resumes():
 
 def test_accumulation_equals_the_large_batch_and_flushes_at_epoch_end(tmp_path):
     # 2 micro-batches of 2 with cum_steps 2 == one batch of 4 (no batch norm in Demucs)
-    base = ("data_loader.train.shuffle=false",) + DEMUCS
+    base = ("data_loader.train.shuffle=false", *DEMUCS)
     big = run(tiny("demucs_split", *base, "data_loader.train.batch_size=4", cum_steps=1), tmp_path / "big")
     acc = run(tiny("demucs_split", *base, "data_loader.train.batch_size=2", cum_steps=2), tmp_path / "acc")
     assert (big.optimizer_steps, acc.optimizer_steps) == (2, 2)
     assert_same(params(big.last_checkpoint), params(acc.last_checkpoint), exact=False)
     # 3 batches per epoch with cum_steps 2: the odd batch is a step of its own, in each epoch
-    odd = run(tiny("demucs_split", *base, "data_loader.train.batch_size=2", cum_steps=2, epochs=2),
-              tmp_path / "odd", train_items=6)
+    odd = run(
+        tiny("demucs_split", *base, "data_loader.train.batch_size=2", cum_steps=2, epochs=2),
+        tmp_path / "odd",
+        train_items=6,
+    )
     assert (odd.steps, odd.optimizer_steps) == (6, 4)
 
 
@@ -184,8 +210,16 @@ def test_validation_checkpoints_and_tensorboard(tmp_path):
 
     events = EventAccumulator(str(result.log_dir), size_guidance={"audio": 0}).Reload()
     scalars = set(events.Tags()["scalars"])
-    assert {"training/loss", "training/loss_f", "training/loss_t", "training/lr", "validation/loss",
-            "validation/vocals_sdr", "validation/vocals_sdr_mixture", "validation/avg_sdr"} <= scalars
+    assert {
+        "training/loss",
+        "training/loss_f",
+        "training/loss_t",
+        "training/lr",
+        "validation/loss",
+        "validation/vocals_sdr",
+        "validation/vocals_sdr_mixture",
+        "validation/avg_sdr",
+    } <= scalars
     audio = set(events.Tags()["audio"])
     assert {"audio/mixture", "audio/drums", "audio/vocals"} <= audio
     assert events.Audio("audio/vocals")[0].content_type == "audio/wav"
@@ -193,8 +227,15 @@ def test_validation_checkpoints_and_tensorboard(tmp_path):
 
 def test_plateau_scheduler_and_early_stopping_act(tmp_path):
     # lr so small that nothing improves: the plateau scheduler cuts it and early stopping ends the run
-    cfg = tiny("demucs_split", *DEMUCS, "optimizer.type=SGD", "optimizer.args={\"lr\": 1e-12}",
-               'lr_scheduler.args={"factor": 0.5, "patience": 0, "threshold": 0.1}', epochs=10, patience=2)
+    cfg = tiny(
+        "demucs_split",
+        *DEMUCS,
+        "optimizer.type=SGD",
+        'optimizer.args={"lr": 1e-12}',
+        'lr_scheduler.args={"factor": 0.5, "patience": 0, "threshold": 0.1}',
+        epochs=10,
+        patience=2,
+    )
     result = run(cfg, tmp_path)
     assert result.stopped_early and result.epochs_completed == 3 and len(result.history) == 3
     assert result.lr == pytest.approx(1e-12 * 0.5**2)
@@ -212,8 +253,15 @@ def test_sigterm_saves_a_resumable_checkpoint(tmp_path):
     sampler = ShardedBatchSampler(8, 2, True, True, cfg["trainer"]["seed"])
     sampler.set_epoch(0)
     train_set.trigger = (list(sampler)[1][0], signal.SIGTERM)  # first item of the second batch
-    stopped = train(cfg, train_set=train_set, valid_set=ToyStems(2, random=False), workdir=tmp_path,
-                    progress=False, verbose=False, tensorboard=False)
+    stopped = train(
+        cfg,
+        train_set=train_set,
+        valid_set=ToyStems(2, random=False),
+        workdir=tmp_path,
+        progress=False,
+        verbose=False,
+        tensorboard=False,
+    )
     assert stopped.interrupted and stopped.steps == 2 and stopped.history == []
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
     resumed = run(cfg, tmp_path, checkpoint=stopped.last_checkpoint)
@@ -305,8 +353,16 @@ def test_weights_made_with_other_architecture_options_are_named(tmp_path, capsys
     assert report.complete and report.arch == legacy
     assert report.arch_differences(cfg["arch"]) == ["legacy=True (this config: False)"]
     assert report.arch_differences(legacy) == []
-    train(cfg, train_set=ToyStems(2), valid_set=ToyStems(2, random=False), progress=False, workdir=tmp_path,
-          tensorboard=False, weights=weights, max_steps=0)
+    train(
+        cfg,
+        train_set=ToyStems(2),
+        valid_set=ToyStems(2, random=False),
+        progress=False,
+        workdir=tmp_path,
+        tensorboard=False,
+        weights=weights,
+        max_steps=0,
+    )
     assert "legacy=True (this config: False)" in capsys.readouterr().out
 
 
@@ -318,9 +374,25 @@ def test_command_line_on_a_synthetic_dataset(tmp_path, capsys):
     from danna_sep.data.synth import make_synthetic_dataset
 
     root = make_synthetic_dataset(tmp_path / "data", tracks={"train": 2, "valid": 1}, seconds=1.5, seed=0)
-    args = ["train", "tiny/demucs_split", "--root", str(root), "--workdir", str(tmp_path), "--no-progress",
-            "--set", "trainer.epochs=1", "--set", "dataset.train.args.samples_per_track=1", "--set",
-            "data_loader.train.num_workers=0", "--set", "trainer.audio_seconds=0.5", "--set", "arch.args.depth=3"]
+    args = [
+        "train",
+        "tiny/demucs_split",
+        "--root",
+        str(root),
+        "--workdir",
+        str(tmp_path),
+        "--no-progress",
+        "--set",
+        "trainer.epochs=1",
+        "--set",
+        "dataset.train.args.samples_per_track=1",
+        "--set",
+        "data_loader.train.num_workers=0",
+        "--set",
+        "trainer.audio_seconds=0.5",
+        "--set",
+        "arch.args.depth=3",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "epoch 1/1" in out and "avg" in out and "mixture" in out

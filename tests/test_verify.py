@@ -1,8 +1,10 @@
 """verify_file: a released file must be a readable model of its entry's size (parameters) and I/O contract."""
+
 import warnings
 
 import pytest
 import torch
+from test_xumx import SMALL, AsteroidXUMX
 from torch import nn
 
 from danna_sep.errors import CheckpointError
@@ -10,12 +12,13 @@ from danna_sep.export import ModelInfo, _quiet_jit, export_onnx, export_torchscr
 from danna_sep.models import build_model
 from danna_sep.release.registry import ReleasedFile
 from danna_sep.release.verify import count_params, sha256_of, verify_file
-from test_xumx import SMALL, AsteroidXUMX
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-ARCH = {"type": "UNetAttn", "args": {"k": 2, "levels": 2, "d_model": 4, "n_heads": 1, "attn_channels": 2,
-                                     "max_bins": 32}}
+ARCH = {
+    "type": "UNetAttn",
+    "args": {"k": 2, "levels": 2, "d_model": 4, "n_heads": 1, "attn_channels": 2, "max_bins": 32},
+}
 
 
 def _entry(params, name="unet_attention.pth", role="unet", fmt="torchscript"):
@@ -81,8 +84,9 @@ class _NaN(_OneSource):
         return y / (y - y)
 
 
-@pytest.mark.parametrize("module, words", [(_OneSource, r"the contract needs \(1, 4, 2, 2049, 64\)"),
-                                           (_NaN, "non-finite output")])
+@pytest.mark.parametrize(
+    "module, words", [(_OneSource, r"the contract needs \(1, 4, 2, 2049, 64\)"), (_NaN, "non-finite output")]
+)
 def test_contract_and_finite_output_on_a_short_signal(tmp_path, module, words):
     path = tmp_path / "unet_attention.pth"  # a file without metadata, as the release: its role gives the domain
     with _quiet_jit():
@@ -106,7 +110,7 @@ def test_asteroid_baseline_is_converted_and_checked(tmp_path):
     v = verify_file(path, entry)
     assert v.params == count_params(path, entry) == weights
     assert v.detail == f"Asteroid X-UMX, {weights:,} parameters, I/O contract ok"
-    with pytest.raises(CheckpointError, match="parameters, but pretrained_xumx_musdb18HQ.pth has"):
+    with pytest.raises(CheckpointError, match=r"parameters, but pretrained_xumx_musdb18HQ.pth has"):
         verify_file(path, _entry(2 * weights, name=entry.name, role=entry.role, fmt="asteroid"))
     torch.save({"state_dict": {}, "model_args": {}}, path)
     with pytest.raises(CheckpointError, match="model_args lacks"):

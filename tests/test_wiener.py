@@ -1,5 +1,5 @@
-import numpy as np
 import norbert
+import numpy as np
 import pytest
 import torch
 
@@ -9,9 +9,7 @@ from danna_sep.wiener import wiener, wiener_windowed
 F32_EPS = float(np.finfo(np.float32).eps)
 
 
-def random_inputs(
-    shape, sources, channels, bins, frames, peak=30.0, mag_channels=None, dtype=torch.float64, seed=0
-):
+def random_inputs(shape, sources, channels, bins, frames, peak=30.0, mag_channels=None, dtype=torch.float64, seed=0):
     """mag (*shape, sources, channels or mag_channels, bins, frames) ≥ 0; mix (*shape, channels, bins, frames)."""
     g = torch.Generator().manual_seed(seed)
     complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64

@@ -1,4 +1,5 @@
 """X-UMX: size, layout, scripting, and the Asteroid weight converter against a plain per-source reference."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -9,10 +10,10 @@ from torch import nn
 
 from danna_sep import SOURCES
 from danna_sep.cli import main
-from danna_sep.release.asteroid_xumx import convert_asteroid_xumx, convert_file
 from danna_sep.errors import CheckpointError, ConfigError
 from danna_sep.models import build_model
 from danna_sep.models.xumx import X_UMX
+from danna_sep.release.asteroid_xumx import convert_asteroid_xumx, convert_file
 
 REPO = Path(__file__).resolve().parents[1]
 ASTEROID_ORDER = ["bass", "drums", "vocals", "other"]  # the order of Asteroid's MUSDB recipe
@@ -90,10 +91,20 @@ class AsteroidXUMX(nn.Module):
             "model_name": "XUMX",
             "state_dict": self.state_dict(),
             "model_args": {
-                "window_length": self.n_fft, "in_chan": self.n_fft, "n_hop": 1024, "sample_rate": 44100.0,
-                "sources": self.sources, "hidden_size": self.hidden, "nb_channels": self.nb_channels,
-                "input_mean": None, "input_scale": None, "max_bin": self.max_bin, "nb_layers": self.nb_layers,
-                "bidirectional": True, "spec_power": 1, "return_time_signals": False,
+                "window_length": self.n_fft,
+                "in_chan": self.n_fft,
+                "n_hop": 1024,
+                "sample_rate": 44100.0,
+                "sources": self.sources,
+                "hidden_size": self.hidden,
+                "nb_channels": self.nb_channels,
+                "input_mean": None,
+                "input_scale": None,
+                "max_bin": self.max_bin,
+                "nb_layers": self.nb_layers,
+                "bidirectional": True,
+                "spec_power": 1,
+                "return_time_signals": False,
             },
             "infos": {"software_versions": {"torch_version": "1.8.1", "asteroid_version": "0.5.1"}},
         }
@@ -137,8 +148,12 @@ def asteroid_file(tmp_path, asteroid_small):
 
 
 def test_reference_size_is_35_573_392_parameters():
-    model = build_model({"type": "X_UMX", "args": {"n_fft": 4096, "hidden_channels": 512, "max_bins": 1487,
-                                                    "nb_channels": 2, "nb_layers": 3}})
+    model = build_model(
+        {
+            "type": "X_UMX",
+            "args": {"n_fft": 4096, "hidden_channels": 512, "max_bins": 1487, "nb_channels": 2, "nb_layers": 3},
+        }
+    )
     assert isinstance(model, X_UMX) and X_UMX.domain == "spectral"
     assert sum(p.numel() for p in model.parameters()) == 35_573_392
 
@@ -181,7 +196,7 @@ def test_bad_input_and_bad_config():
         X_UMX(hidden_channels=33)
     with pytest.raises(ConfigError, match="max_bins"):
         X_UMX(n_fft=512, max_bins=300)
-    with pytest.raises(ConfigError, match="arch.args"):
+    with pytest.raises(ConfigError, match=r"arch\.args"):
         build_model({"type": "X_UMX", "args": {"hidden": 8}})
 
 
@@ -221,8 +236,12 @@ def test_cli_and_seed_script(tmp_path, asteroid_file, capsys):
     assert main(["convert-xumx", str(asteroid_file), str(out)]) == 0
     assert "X_UMX" in capsys.readouterr().out
     out2 = tmp_path / "seed.pt"
-    proc = subprocess.run([sys.executable, str(REPO / "xumx_weights_convert.py"), str(asteroid_file), str(out2)],
-                          capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "xumx_weights_convert.py"), str(asteroid_file), str(out2)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr
     a, b = torch.load(out, weights_only=True), torch.load(out2, weights_only=True)
     assert a["model"].keys() == b["model"].keys()
@@ -232,8 +251,13 @@ def test_cli_and_seed_script(tmp_path, asteroid_file, capsys):
 def test_full_size_checkpoint_converts():
     package = AsteroidXUMX().serialize()  # the official file's keys and shapes (values irrelevant here)
     ckpt = convert_asteroid_xumx(package, name="pretrained_xumx_musdb18HQ.pth")
-    assert ckpt["config"]["arch"]["args"] == {"n_fft": 4096, "hidden_channels": 512, "max_bins": 1487,
-                                              "nb_channels": 2, "nb_layers": 3}
+    assert ckpt["config"]["arch"]["args"] == {
+        "n_fft": 4096,
+        "hidden_channels": 512,
+        "max_bins": 1487,
+        "nb_channels": 2,
+        "nb_layers": 3,
+    }
     n = sum(v.numel() for k, v in ckpt["model"].items() if "running" not in k and "num_batches" not in k)
     assert n == 35_573_392
     # drums is Asteroid's 2nd source and our slot 0

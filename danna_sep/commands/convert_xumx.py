@@ -1,5 +1,6 @@
 """``danna convert-xumx IN OUT``: the official pretrained X-UMX (Asteroid's file) → a danna-sep X-UMX checkpoint
 (the conversion itself: :mod:`danna_sep.release.asteroid_xumx`)."""
+
 from __future__ import annotations
 
 import argparse

@@ -7,6 +7,7 @@ I/O contract) and only then takes its name; its hash is recorded in ``danna-sep.
 are imported the same way with ``--source DIR``. Afterwards the files are imported into danna-sep's own models
 (``--no-import`` skips that). See :mod:`danna_sep.release.download`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,19 +20,35 @@ HELP = "download the released Danna-Sep model files (Google Drive) and the X-UMX
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("names", nargs="*", metavar="NAME",
-                        help="file names, roles (xumx, unet, demucs, xumx-baseline) or sets (default, original, "
-                             "all); default: the default set (what `danna-sep` runs). `danna models` lists them")
-    parser.add_argument("--dir", type=Path, metavar="DIR",
-                        help=f"checkpoint folder (default: $DANNA_CHECKPOINTS, else {defaults.DEFAULT_CHECKPOINTS})")
-    parser.add_argument("--source", metavar="URL|DIR",
-                        help="a mirror (http(s) base URL: <URL>/<name>, no fall-back) or a folder holding files "
-                             "fetched by hand (default: $DANNA_MODEL_URL, else each file's own URLs)")
-    parser.add_argument("-f", "--force", action="store_true",
-                        help="fetch again even if present, and accept a file whose hash differs from the lock "
-                             "file's record (replacing the record)")
-    parser.add_argument("--no-import", action="store_true",
-                        help="do not import the files into danna-sep's own models afterwards")
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="file names, roles (xumx, unet, demucs, xumx-baseline) or sets (default, original, "
+        "all); default: the default set (what `danna-sep` runs). `danna models` lists them",
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        metavar="DIR",
+        help=f"checkpoint folder (default: $DANNA_CHECKPOINTS, else {defaults.DEFAULT_CHECKPOINTS})",
+    )
+    parser.add_argument(
+        "--source",
+        metavar="URL|DIR",
+        help="a mirror (http(s) base URL: <URL>/<name>, no fall-back) or a folder holding files "
+        "fetched by hand (default: $DANNA_MODEL_URL, else each file's own URLs)",
+    )
+    parser.add_argument(
+        "-f",
+        "--force",
+        action="store_true",
+        help="fetch again even if present, and accept a file whose hash differs from the lock "
+        "file's record (replacing the record)",
+    )
+    parser.add_argument(
+        "--no-import", action="store_true", help="do not import the files into danna-sep's own models afterwards"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no notices, only errors")
 
 

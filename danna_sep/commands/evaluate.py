@@ -5,6 +5,7 @@ Either separates every track with the models of a checkpoint folder (each model 
 (``--estimates DIR`` with ``DIR/<track>/<stem>.wav``). Prints museval-compatible BSSEval v4 SDR (median of frames,
 median of tracks) and the MDX global SDR (mean over tracks); writes museval per-track JSON and ``summary.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,12 +18,15 @@ HELP = "evaluate models, their blend and the mixture baseline (museval v4 and gl
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_dataset_options(parser, "test")
-    parser.add_argument("--bag", default=None, help="bag file (JSON) with the models and blend weights "
-                                                    "(default: the original Danna-Sep blend)")
-    parser.add_argument("--estimates", default=None,
-                        help="score finished estimates DIR/<track>/<stem>.wav instead of separating")
-    parser.add_argument("--no-museval", dest="museval", action="store_false",
-                        help="global SDR only (skip BSSEval v4)")
+    parser.add_argument(
+        "--bag",
+        default=None,
+        help="bag file (JSON) with the models and blend weights (default: the original Danna-Sep blend)",
+    )
+    parser.add_argument(
+        "--estimates", default=None, help="score finished estimates DIR/<track>/<stem>.wav instead of separating"
+    )
+    parser.add_argument("--no-museval", dest="museval", action="store_false", help="global SDR only (skip BSSEval v4)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,8 +34,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..blend import ORIGINAL_BAG, Bag
     from ..checkpoints import load_folder_models
-    from ..evaluate import bag_systems, estimates_dir_refs, evaluate, format_table, separate_to_cache
     from ..errors import ConfigError
+    from ..evaluate import bag_systems, estimates_dir_refs, evaluate, format_table, separate_to_cache
 
     tracks = load_split(args, args.subset)
     outdir = Path(args.outdir)

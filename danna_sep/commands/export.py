@@ -5,6 +5,7 @@ CONFIG, from the config stored in the checkpoint; the weights load strictly. The
 :mod:`danna_sep.export` and stores the model's metadata. Unless ``--no-verify``, the written file is loaded back and
 compared with the eager model on random inputs of several lengths.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,15 +21,22 @@ _VERIFY_SAMPLES = (44100, 3 * 44100 + 17)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="+", metavar="[CONFIG] CHECKPOINT OUT",
-                        help="optional training config (JSON), the training checkpoint, and the file to write "
-                             "(e.g. $DANNA_CHECKPOINTS/unet_attention.pth)")
-    parser.add_argument("--onnx", action="store_true",
-                        help="write ONNX instead of TorchScript (implied by an OUT ending in .onnx)")
-    parser.add_argument("--no-verify", dest="verify", action="store_false",
-                        help="skip comparing the written file with the eager model")
-    parser.add_argument("--tolerance", type=float, default=1e-5,
-                        help="largest relative difference accepted by the check (default 1e-5)")
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="[CONFIG] CHECKPOINT OUT",
+        help="optional training config (JSON), the training checkpoint, and the file to write "
+        "(e.g. $DANNA_CHECKPOINTS/unet_attention.pth)",
+    )
+    parser.add_argument(
+        "--onnx", action="store_true", help="write ONNX instead of TorchScript (implied by an OUT ending in .onnx)"
+    )
+    parser.add_argument(
+        "--no-verify", dest="verify", action="store_false", help="skip comparing the written file with the eager model"
+    )
+    parser.add_argument(
+        "--tolerance", type=float, default=1e-5, help="largest relative difference accepted by the check (default 1e-5)"
+    )
     parser.add_argument("--print-code", action="store_true", help="print the TorchScript code (as the seed did)")
 
 
@@ -62,10 +70,17 @@ def run(args: argparse.Namespace) -> int:
 
     if args.verify:
         loaded: LoadedModel = load_model(out)
-        lengths = (_VERIFY_FRAMES if info.domain == "spectral" else
-                   (info.fixed_length,) if info.fixed_length else _VERIFY_SAMPLES)
+        lengths = (
+            _VERIFY_FRAMES
+            if info.domain == "spectral"
+            else (info.fixed_length,)
+            if info.fixed_length
+            else _VERIFY_SAMPLES
+        )
         err = verify(model, loaded, lengths, args.tolerance)
         unit = "frames" if info.domain == "spectral" else "samples"
-        print(f"verified against the eager model: max relative difference {err:.2g} "
-              f"(lengths {', '.join(map(str, lengths))} {unit})")
+        print(
+            f"verified against the eager model: max relative difference {err:.2g} "
+            f"(lengths {', '.join(map(str, lengths))} {unit})"
+        )
     return 0

@@ -5,6 +5,7 @@ the simplex that maximise the mean global SDR (:func:`danna_sep.blend.fit_blend`
 ``danna-sep --bag`` and ``danna evaluate --bag`` accept, then compares the original hand-picked weights with the
 fitted ones on a split not used for fitting (``--eval-subset``, default test).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_dataset_options(parser, "valid")
     parser.add_argument("--out", required=True, help="bag file to write (JSON)")
     parser.add_argument("--models", default="xumx,unet,demucs", help="models to blend (default xumx,unet,demucs)")
-    parser.add_argument("--eval-subset", default="test", choices=("train", "valid", "test", "none"),
-                        help="split on which to compare original and fitted weights (default test; none = skip)")
+    parser.add_argument(
+        "--eval-subset",
+        default="test",
+        choices=("train", "valid", "test", "none"),
+        help="split on which to compare original and fitted weights (default test; none = skip)",
+    )
     parser.add_argument("--step", type=float, default=0.01, help="grid step of the search before refinement")
 
 
@@ -51,15 +56,16 @@ def run(args: argparse.Namespace) -> int:
     refs = separate_to_cache(models, tracks, outdir / "cache", args.root, args.subset, {"niter": args.niter})
     bag = fit_from_cache(tracks, refs, roles, jobs=args.jobs, step=args.step)
     bag.save(args.out)
-    print(f"fitted weights on {len(tracks)} {args.subset} track(s) (rows {', '.join(roles)}; "
-          f"columns drums, bass, other, vocals):")
+    print(
+        f"fitted weights on {len(tracks)} {args.subset} track(s) (rows {', '.join(roles)}; "
+        f"columns drums, bass, other, vocals):"
+    )
     print(np.array2string(bag.weights, precision=3, suppress_small=True))
     print(f"wrote {args.out}")
     if args.eval_subset == "none":
         return 0
     test = load_split(args, args.eval_subset)
-    test_refs = separate_to_cache(models, test, outdir / "cache", args.root, args.eval_subset,
-                                  {"niter": args.niter})
+    test_refs = separate_to_cache(models, test, outdir / "cache", args.root, args.eval_subset, {"niter": args.niter})
     systems = {m: {m: np.ones(4)} for m in roles}
     original = original_bag(roles)
     if original is not None:

@@ -3,6 +3,7 @@
 The result has the MUSDB18-HQ layout (``OUT/{train,valid,test}/<track>/{mixture,drums,bass,other,vocals}.wav``,
 mixture = Σ stems exactly), so every command that reads MUSDB18-HQ reads it. See :mod:`danna_sep.data.synth`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,14 +17,22 @@ HELP = "write a synthetic multitrack dataset (procedural songs through a GM Soun
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", type=Path, help="dataset folder to create")
     parser.add_argument("--tracks", type=int, default=8, help="train tracks (default 8)")
-    parser.add_argument("--valid", type=int, default=None,
-                        help="validation tracks, written to OUT/valid (default: a tenth of --tracks, at least 1 "
-                             "from 2 tracks on, so that `danna train` can validate)")
+    parser.add_argument(
+        "--valid",
+        type=int,
+        default=None,
+        help="validation tracks, written to OUT/valid (default: a tenth of --tracks, at least 1 "
+        "from 2 tracks on, so that `danna train` can validate)",
+    )
     parser.add_argument("--test", type=int, default=None, help="test tracks (default max(1, tracks // 4))")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each track (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same dataset")
-    parser.add_argument("--subtype", choices=("FLOAT", "PCM_16"), default="FLOAT",
-                        help="wav sample format (default FLOAT); mixture = Σ stems exactly either way")
+    parser.add_argument(
+        "--subtype",
+        choices=("FLOAT", "PCM_16"),
+        default="FLOAT",
+        help="wav sample format (default FLOAT); mixture = Σ stems exactly either way",
+    )
     parser.add_argument("--soundfont", type=Path, default=None, help="GM .sf2 (default TimGM6mb from pretty_midi)")
     parser.add_argument("--force", action="store_true", help="replace what OUT holds")
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-track progress")
@@ -49,10 +58,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"[{done}/{total}] {name}", file=sys.stderr, flush=True)
 
     start, cpu = time.perf_counter(), time.process_time()
-    make_synthetic_dataset(args.out, counts, args.seconds, args.seed, args.soundfont, args.subtype, args.force, progress)
+    make_synthetic_dataset(
+        args.out, counts, args.seconds, args.seed, args.soundfont, args.subtype, args.force, progress
+    )
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     audio = sum(counts.values()) * args.seconds
     speed = f", {audio / cpu:.0f}x real time (CPU)" if cpu > 0.5 else " (already there)"
-    print(f"wrote {args.out}: {counts['train']} train, {counts['valid']} valid, {counts['test']} test tracks "
-          f"of {args.seconds:g} s in {wall:.1f} s{speed}")
+    print(
+        f"wrote {args.out}: {counts['train']} train, {counts['valid']} valid, {counts['test']} test tracks "
+        f"of {args.seconds:g} s in {wall:.1f} s{speed}"
+    )
     return 0

@@ -6,14 +6,24 @@
 
 Names are imported on first use, so ``danna make-dataset`` (synth only) does not load torch.
 """
+
 from importlib import import_module
 
 _EXPORTS = {
-    "MUSDBDataset": "musdb", "Track": "musdb", "find_tracks": "musdb", "split_tracks": "musdb",
+    "MUSDBDataset": "musdb",
+    "Track": "musdb",
+    "find_tracks": "musdb",
+    "split_tracks": "musdb",
     "official_valid_tracks": "musdb",
-    "StemAugment": "augment", "RandomGain": "augment", "RandomSwapLR": "augment", "RandomFlipPolarity": "augment",
-    "DeviceAugment": "augment", "RandomPitchShift": "augment", "RandomSpeed": "augment",
-    "make_synthetic_dataset": "synth", "SYNTH_VERSION": "synth",
+    "StemAugment": "augment",
+    "RandomGain": "augment",
+    "RandomSwapLR": "augment",
+    "RandomFlipPolarity": "augment",
+    "DeviceAugment": "augment",
+    "RandomPitchShift": "augment",
+    "RandomSpeed": "augment",
+    "make_synthetic_dataset": "synth",
+    "SYNTH_VERSION": "synth",
 }
 __all__ = list(_EXPORTS)
 

@@ -27,15 +27,17 @@ Why a phase vocoder (and not WSOLA): it batches over any number of stems with th
 per-frame cross-correlation search, and it keeps polyphonic material (chords, pads) coherent where WSOLA's
 single time-domain alignment per frame can only favour one partial. Its known weakness is phase drift between
 bins; the plain algorithm (``phase_lock=False``: the recurrence of torchaudio's ``phase_vocoder``, which the
-original used) even cancels most of a steady tone when it stretches longer (rate < 1, i.e. every upward shift), because the reflect-padded first frames give each bin a
-different phase error that never goes away. Phase locking ties every bin to its spectral peak and fixes that
+original used) even cancels most of a steady tone when it stretches longer (rate < 1, i.e. every upward shift),
+because the reflect-padded first frames give each bin a different phase error that never goes away. Phase locking
+ties every bin to its spectral peak and fixes that
 (see tests/test_augment.py::test_phase_locking_keeps_stretched_tones_coherent).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from fractions import Fraction
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -120,7 +122,7 @@ class StemAugment:
 
     def __init__(
         self,
-        gain: Optional[Sequence[float]] = (0.25, 1.25),
+        gain: Sequence[float] | None = (0.25, 1.25),
         swap_lr_p: float = 0.5,
         flip_polarity_p: float = 0.5,
     ) -> None:
@@ -171,9 +173,7 @@ def _resamplers(ratios: Sequence[Fraction]) -> nn.ModuleDict:
     the costly part, and as buffers they follow the module to its device."""
     import julius  # lazy: only training needs it
 
-    return nn.ModuleDict({
-        _key(r): julius.ResampleFrac(r.numerator, r.denominator) for r in set(ratios) if r != 1
-    })
+    return nn.ModuleDict({_key(r): julius.ResampleFrac(r.numerator, r.denominator) for r in set(ratios) if r != 1})
 
 
 def _key(ratio: Fraction) -> str:
@@ -187,9 +187,7 @@ def _run(resampler: nn.Module, x: torch.Tensor, length: int) -> torch.Tensor:
     return _fit_length(resampler(x.to(resampler.kernel.dtype)), length).to(x.dtype)
 
 
-def phase_vocoder(
-    spec: torch.Tensor, rate: float, hop_length: int, phase_lock: bool = True
-) -> torch.Tensor:
+def phase_vocoder(spec: torch.Tensor, rate: float, hop_length: int, phase_lock: bool = True) -> torch.Tensor:
     """Time-stretch a complex STFT: (..., bins, frames) → (..., bins, ceil(frames / rate)); rate > 1 = faster.
 
     Magnitudes are interpolated between analysis frames, phases advance by each bin's instantaneous frequency.
@@ -253,7 +251,7 @@ class _PerStemAugment(nn.Module):
     def identity(self, option: float) -> bool:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def forward(self, stems: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def forward(self, stems: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """stems (batch, sources, channels, samples) → same shape. Draws on the CPU from ``generator``."""
         if self.p == 0:
             return stems
@@ -310,7 +308,7 @@ class RandomPitchShift(_PerStemAugment):
         samples = x.shape[-1]
         ratio = _ratio(2.0 ** (option / 12.0))
         # stretch to samples·ratio at the same pitch, then play it back ratio times faster
-        stretched_len = int(math.ceil(samples * ratio))
+        stretched_len = math.ceil(samples * ratio)
         window = self.window.to(device=x.device, dtype=x.dtype)
         spec = torch.stft(x, self.n_fft, self.hop_length, window=window, center=True, return_complex=True)
         spec = phase_vocoder(spec, float(1 / ratio), self.hop_length, self.phase_lock)
@@ -360,7 +358,7 @@ class DeviceAugment(nn.Module):
         self.speed = RandomSpeed(speed_factors, speed_p)
 
     def forward(
-        self, stems: torch.Tensor, generator: Optional[torch.Generator] = None
+        self, stems: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """stems (batch, sources, channels, samples) → (mixture (batch, channels, samples), stems same shape)."""
         stems = self.speed(self.pitch(stems, generator), generator)

@@ -29,14 +29,16 @@ Reproducibility: every random choice of item ``index`` comes from a generator se
 Call :meth:`MUSDBDataset.set_epoch` before iterating each epoch; the epoch lives in shared memory, so it also
 reaches persistent workers.
 """
+
 from __future__ import annotations
 
 import bisect
 import os
 import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,7 +71,10 @@ def official_valid_tracks() -> list[str]:
 
 
 def read_wav(path: Path, start: int, frames: int) -> np.ndarray:
-    """``frames`` samples from ``start``, zero-filled past the end → (2, frames) float32 (the project's channel policy)."""
+    """``frames`` samples from ``start``, zero-filled past the end → (2, frames) float32.
+
+    Two channels: the project's channel policy.
+    """
     try:
         return read_frames(path, start, frames).numpy()
     except AudioError as exc:
@@ -86,7 +91,7 @@ def _frame_array(frame: Any, channels: int) -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
-def read_stem(path: Path, streams: Sequence[int], start: int, frames: Optional[int]) -> np.ndarray:
+def read_stem(path: Path, streams: Sequence[int], start: int, frames: int | None) -> np.ndarray:
     """Decode ``frames`` samples from ``start`` of several streams of a ``.stem.mp4`` → (len(streams), 2, frames).
 
     Seeks instead of decoding the whole file (a 6 s chunk costs ~6 s of decoding, not a whole song), with
@@ -115,7 +120,7 @@ def read_stem(path: Path, streams: Sequence[int], start: int, frames: Optional[i
                 if k is None or k in done:
                     continue
                 for frame in packet.decode():
-                    pos = next_pos[k] if frame.pts is None else int(round(frame.pts * frame.time_base * rate))
+                    pos = next_pos[k] if frame.pts is None else round(frame.pts * frame.time_base * rate)
                     n = frame.samples
                     next_pos[k] = pos + n
                     if pos >= start + length:
@@ -128,7 +133,7 @@ def read_stem(path: Path, streams: Sequence[int], start: int, frames: Optional[i
                     if arr.shape[0] != 2:
                         arr = to_stereo(torch.from_numpy(arr), names).numpy()
                     s0, s1 = max(start, pos), min(start + length, pos + n)
-                    out[k, :, s0 - start:s1 - start] = arr[:, s0 - pos:s1 - pos]
+                    out[k, :, s0 - start : s1 - start] = arr[:, s0 - pos : s1 - pos]
                 if len(done) == len(sts):
                     break
     except av.FFmpegError as exc:
@@ -139,7 +144,7 @@ def read_stem(path: Path, streams: Sequence[int], start: int, frames: Optional[i
 def _stream_frames(stream: Any) -> int:
     """Length in samples of an audio stream from its container metadata."""
     if stream.duration is not None:
-        return int(round(stream.duration * stream.time_base * stream.rate))
+        return round(stream.duration * stream.time_base * stream.rate)
     if stream.frames:
         return int(stream.frames) * (stream.codec_context.frame_size or 1024)
     return 0
@@ -160,7 +165,7 @@ class Track:
     has_mixture: bool = True
 
     def read(
-        self, parts: Sequence[str], start: int = 0, frames: Optional[int] = None, out: Optional[np.ndarray] = None
+        self, parts: Sequence[str], start: int = 0, frames: int | None = None, out: np.ndarray | None = None
     ) -> np.ndarray:
         """Read ``parts`` (names from ``mixture`` + SOURCES) → (len(parts), 2, frames) float32, zero-filled past
         the end; into ``out`` when given (no extra copy)."""
@@ -245,7 +250,7 @@ def _detect_layout(folder: Path) -> str:
     return "wav" if has_dirs else "stem"
 
 
-def find_tracks(root: Union[str, os.PathLike], subset: str, layout: str = "auto", skip_invalid: bool = False) -> list[Track]:
+def find_tracks(root: str | os.PathLike, subset: str, layout: str = "auto", skip_invalid: bool = False) -> list[Track]:
     """All tracks of ``root/<subset>``, sorted by name, each checked (stems present, 44.1 kHz, equal lengths).
 
     An invalid track raises :class:`DatasetError` naming the track and the file, or with ``skip_invalid``
@@ -278,7 +283,7 @@ def find_tracks(root: Union[str, os.PathLike], subset: str, layout: str = "auto"
     return tracks
 
 
-def _read_names(valid_tracks: Union[str, os.PathLike, Iterable[str], None]) -> set[str]:
+def _read_names(valid_tracks: str | os.PathLike | Iterable[str] | None) -> set[str]:
     if valid_tracks is None:
         return set(official_valid_tracks())
     if isinstance(valid_tracks, (str, os.PathLike)):
@@ -290,10 +295,10 @@ def _read_names(valid_tracks: Union[str, os.PathLike, Iterable[str], None]) -> s
 
 
 def split_tracks(
-    root: Union[str, os.PathLike],
+    root: str | os.PathLike,
     split: str,
     include_valid_in_train: bool = False,
-    valid_tracks: Union[str, os.PathLike, Iterable[str], None] = None,
+    valid_tracks: str | os.PathLike | Iterable[str] | None = None,
     layout: str = "auto",
     skip_invalid: bool = False,
 ) -> list[Track]:
@@ -365,23 +370,23 @@ class MUSDBDataset(Dataset):
 
     def __init__(
         self,
-        root: Union[str, os.PathLike],
-        split: Optional[str] = None,
-        subsets: Union[str, Sequence[str], None] = None,
-        seq_duration: Optional[float] = 6.0,
+        root: str | os.PathLike,
+        split: str | None = None,
+        subsets: str | Sequence[str] | None = None,
+        seq_duration: float | None = 6.0,
         samples_per_track: int = 64,
-        random: Optional[bool] = None,
+        random: bool | None = None,
         random_track_mix: bool = True,
-        augment: Union[bool, Mapping[str, Any], Callable, None] = None,
+        augment: bool | Mapping[str, Any] | Callable | None = None,
         seed: int = 0,
         include_valid_in_train: bool = False,
-        valid_tracks: Union[str, Sequence[str], None] = None,
+        valid_tracks: str | Sequence[str] | None = None,
         layout: str = "auto",
         skip_invalid: bool = False,
     ) -> None:
         self.split = _resolve_split(split, subsets)
         self.random = self.split == "train" if random is None else bool(random)
-        self.segment = int(round(seq_duration * SAMPLE_RATE)) if seq_duration and seq_duration > 0 else None
+        self.segment = round(seq_duration * SAMPLE_RATE) if seq_duration and seq_duration > 0 else None
         if self.random and self.segment is None:
             raise ConfigError("seq_duration: random sampling needs a chunk length > 0")
         if samples_per_track < 1:
@@ -420,7 +425,7 @@ class MUSDBDataset(Dataset):
             return len(self.tracks) * self.samples_per_track
         return self._cum_chunks[-1]
 
-    def draw(self, index: int, rng: Optional[np.random.Generator] = None) -> list[tuple[int, int]]:
+    def draw(self, index: int, rng: np.random.Generator | None = None) -> list[tuple[int, int]]:
         """The (track index, start sample) of each source of random item ``index`` (one per source)."""
         if rng is None:
             rng = item_rng(self.seed, self.epoch, index)
@@ -454,8 +459,8 @@ class MUSDBDataset(Dataset):
                 stems = self.tracks[track].read(SOURCES, start, self.segment)
             else:
                 stems = np.empty((len(SOURCES), 2, self.segment), dtype=np.float32)
-                for k, (src, (t, start)) in enumerate(zip(SOURCES, picks)):
-                    self.tracks[t].read((src,), start, self.segment, out=stems[k:k + 1])
+                for k, (src, (t, start)) in enumerate(zip(SOURCES, picks, strict=True)):
+                    self.tracks[t].read((src,), start, self.segment, out=stems[k : k + 1])
             mixture = None
         else:
             track, start = self.locate(index)
@@ -470,10 +475,11 @@ class MUSDBDataset(Dataset):
 
     def __repr__(self) -> str:
         mode = "random" if self.random else "sequential"
-        return f"MUSDBDataset({str(self.root)!r}, split={self.split!r}, tracks={len(self.tracks)}, items={len(self)}, {mode})"
+        where = f"{str(self.root)!r}, split={self.split!r}"
+        return f"MUSDBDataset({where}, tracks={len(self.tracks)}, items={len(self)}, {mode})"
 
 
-def _resolve_split(split: Optional[str], subsets: Union[str, Sequence[str], None]) -> str:
+def _resolve_split(split: str | None, subsets: str | Sequence[str] | None) -> str:
     if subsets is not None and not isinstance(subsets, str):
         subsets = list(subsets)
         if len(subsets) != 1:
@@ -488,7 +494,7 @@ def _resolve_split(split: Optional[str], subsets: Union[str, Sequence[str], None
     return split
 
 
-def _build_augment(augment: Union[bool, Mapping[str, Any], Callable]) -> Optional[Callable]:
+def _build_augment(augment: bool | Mapping[str, Any] | Callable) -> Callable | None:
     from .augment import StemAugment
 
     if augment is True:

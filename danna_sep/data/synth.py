@@ -23,6 +23,7 @@ Everything is a function of ``seed`` (and :data:`SYNTH_VERSION`): track ``i`` of
 The default SoundFont is ``TimGM6mb.sf2`` from the pretty_midi wheel (GPL-2: rendered audio is a build product,
 never committed).
 """
+
 from __future__ import annotations
 
 import json
@@ -31,9 +32,9 @@ import os
 import shutil
 import tempfile
 import zlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import soundfile as sf
@@ -59,8 +60,16 @@ DRUM_KITS = (0, 8, 16, 24, 25, 32, 40, 48)  # bank 128 presets of TimGM6mb (stan
 
 SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
 PROGRESSIONS = {  # scale degrees, 0-based
-    "major": ((0, 4, 5, 3), (0, 5, 3, 4), (5, 3, 0, 4), (0, 3, 4, 3), (1, 4, 0, 0), (0, 2, 3, 4), (3, 0, 4, 5),
-              (0, 3, 0, 4)),
+    "major": (
+        (0, 4, 5, 3),
+        (0, 5, 3, 4),
+        (5, 3, 0, 4),
+        (0, 3, 4, 3),
+        (1, 4, 0, 0),
+        (0, 2, 3, 4),
+        (3, 0, 4, 5),
+        (0, 3, 0, 4),
+    ),
     "minor": ((0, 5, 2, 6), (0, 3, 4, 0), (0, 6, 5, 6), (0, 3, 5, 4), (0, 5, 3, 4), (0, 0, 3, 4)),
 }
 
@@ -94,7 +103,7 @@ class Part:
     pan: int  # MIDI CC10, 0 = left, 64 = centre, 127 = right
     notes: list[Note] = field(default_factory=list)
     drum: bool = False
-    vibrato: Optional[tuple[float, float]] = None  # (depth in cents, rate in Hz)
+    vibrato: tuple[float, float] | None = None  # (depth in cents, rate in Hz)
 
 
 @dataclass
@@ -112,8 +121,13 @@ class Song:
     def describe(self) -> dict:
         """A JSON-able summary (for the manifest)."""
         return {
-            "name": self.name, "tempo": round(self.tempo, 2), "key": self.key, "mode": self.mode,
-            "programs": {s: [("drums" if p.drum else "") + str(p.program) for p in parts] for s, parts in self.stems.items()},
+            "name": self.name,
+            "tempo": round(self.tempo, 2),
+            "key": self.key,
+            "mode": self.mode,
+            "programs": {
+                s: [("drums" if p.drum else "") + str(p.program) for p in parts] for s, parts in self.stems.items()
+            },
             "roles": {s: [p.role for p in parts] for s, parts in self.stems.items()},
             "notes": {s: sum(len(p.notes) for p in parts) for s, parts in self.stems.items()},
             "levels_db": {s: round(v, 2) for s, v in self.levels_db.items()},
@@ -199,7 +213,7 @@ class _Composer:
             sections.append({"start": bar, "end": min(bar + length, self.bars), "energy": float(rng.uniform(0.4, 1.0))})
             bar += length
         if len(sections) == 1:  # a short excerpt: everything plays, like most 6-s chunks of a real song
-            sections[0]["active"] = {stem: True for stem in SOURCES}
+            sections[0]["active"] = dict.fromkeys(SOURCES, True)
             return sections
         for i, sec in enumerate(sections):
             intro = i == 0
@@ -213,7 +227,10 @@ class _Composer:
         heard = [min(sec["end"], self.full_bars) - min(sec["start"], self.full_bars) for sec in sections]
         for stem in SOURCES:
             order = [int(i) for i in rng.permutation(len(sections)) if heard[i] > 0]
-            while sum(h for h, sec in zip(heard, sections) if sec["active"][stem]) < 0.4 * sum(heard) and order:
+            while (
+                sum(h for h, sec in zip(heard, sections, strict=True) if sec["active"][stem]) < 0.4 * sum(heard)
+                and order
+            ):
                 sections[order.pop()]["active"][stem] = True
         return sections
 
@@ -265,7 +282,7 @@ class _Composer:
 
     def _fill(self, part: Part, beat: float) -> None:
         """One beat of 16th notes over snare and toms, rising in velocity."""
-        toms = list(self.rng.permutation(TOMS)[:3]) + [SNARE]
+        toms = [*list(self.rng.permutation(TOMS)[:3]), SNARE]
         for k in range(4):
             inst = int(self.rng.choice(toms))
             part.notes.append(self._note(beat + k / 4, 0.25, inst, 80 + 10 * k))
@@ -290,7 +307,9 @@ class _Composer:
                     onsets = [(b, 0.9, root if int(b - b0) % 2 == 0 else fifth) for b in np.arange(b0, b1 - 1e-9, 1.0)]
                 elif style == "syncopated":
                     pattern = (0.0, 0.75, 1.5, 2.5, 3.0)
-                    onsets = [(b0 + o, 0.6, root if i % 2 == 0 else fifth) for i, o in enumerate(pattern) if b0 + o < b1]
+                    onsets = [
+                        (b0 + o, 0.6, root if i % 2 == 0 else fifth) for i, o in enumerate(pattern) if b0 + o < b1
+                    ]
                 else:  # walking: chord tones and scale steps, one per beat
                     scale = h.scale_pitches(low, high)
                     onsets, p = [], root
@@ -337,8 +356,12 @@ class _Composer:
     def _comp(self, pan: int) -> Part:
         rng = self.rng
         rhythm = [(0.0, 0.9), (1.0, 0.9), (2.0, 0.9), (3.0, 0.9)]
-        rhythm = [rhythm, [(0.0, 1.4), (1.5, 0.4), (2.5, 1.2)], [(0.5, 0.3), (1.5, 0.3), (2.5, 0.3), (3.5, 0.3)],
-                  [(b / 2, 0.4) for b in range(8)]][int(rng.integers(4))]
+        rhythm = [
+            rhythm,
+            [(0.0, 1.4), (1.5, 0.4), (2.5, 1.2)],
+            [(0.5, 0.3), (1.5, 0.3), (2.5, 0.3), (3.5, 0.3)],
+            [(b / 2, 0.4) for b in range(8)],
+        ][int(rng.integers(4))]
         part = Part("comp", int(rng.choice(COMP_PROGRAMS)), pan)
         center = float(rng.uniform(60, 70))
         for bar, sec in self._active_bars("other"):
@@ -424,10 +447,13 @@ class _Composer:
         levels["vocals"] = float(rng.uniform(-23, -17))
         crest = {s: float(rng.uniform(11, 16)) for s in SOURCES}
         reverb = {
-            "t60": float(rng.uniform(0.3, 1.6)), "predelay": float(rng.uniform(0.005, 0.03)),
+            "t60": float(rng.uniform(0.3, 1.6)),
+            "predelay": float(rng.uniform(0.005, 0.03)),
             "damping": float(rng.uniform(0.2, 0.7)),
-            "drums": float(rng.uniform(0.0, 0.15)), "bass": float(rng.uniform(0.0, 0.05)),
-            "other": float(rng.uniform(0.05, 0.3)), "vocals": float(rng.uniform(0.1, 0.35)),
+            "drums": float(rng.uniform(0.0, 0.15)),
+            "bass": float(rng.uniform(0.0, 0.05)),
+            "other": float(rng.uniform(0.05, 0.3)),
+            "vocals": float(rng.uniform(0.1, 0.35)),
         }
         return Song(name, self.tempo, self.harmony.key, self.harmony.mode, self.seconds, stems, levels, crest, reverb)
 
@@ -462,7 +488,9 @@ def _synth(soundfont: Path):
         try:
             import tinysoundfont
         except ImportError:
-            raise DatasetError("the synthetic dataset needs tinysoundfont (pip install --no-deps tinysoundfont)") from None
+            raise DatasetError(
+                "the synthetic dataset needs tinysoundfont (pip install --no-deps tinysoundfont)"
+            ) from None
         if not Path(key).is_file():
             raise DatasetError(f"SoundFont {soundfont} does not exist")
         synth = tinysoundfont.Synth(samplerate=SAMPLE_RATE)
@@ -488,7 +516,7 @@ def _render_parts(parts: Sequence[Part], frames: int, soundfont: Path) -> np.nda
         synth.control_change(chan, 10, part.pan)
         synth.pitchbend(chan, 8192)
         for n in part.notes:
-            on, off = int(round(n.time * SAMPLE_RATE)), int(round((n.time + n.duration) * SAMPLE_RATE))
+            on, off = round(n.time * SAMPLE_RATE), round((n.time + n.duration) * SAMPLE_RATE)
             events.append((on, 1, synth.noteon, (chan, n.pitch, n.velocity)))
             events.append((off, 0, synth.noteoff, (chan, n.pitch)))
         if part.vibrato is not None:
@@ -501,11 +529,11 @@ def _render_parts(parts: Sequence[Part], frames: int, soundfont: Path) -> np.nda
         if sample >= frames:
             break
         if sample > pos:
-            synth.generate_simple(sample - pos, buffer=view[pos * 8:sample * 8])
+            synth.generate_simple(sample - pos, buffer=view[pos * 8 : sample * 8])
             pos = sample
         call(*args)
     if pos < frames:
-        synth.generate_simple(frames - pos, buffer=view[pos * 8:frames * 8])
+        synth.generate_simple(frames - pos, buffer=view[pos * 8 : frames * 8])
     return out
 
 
@@ -548,8 +576,10 @@ def _vibrato_events(synth, chan: int, part: Part, frames: int) -> list[tuple[int
         ramp = np.clip((times - onset) / 0.2, 0, 1)  # vibrato fades in
         cents = depth * ramp * np.sin(2 * np.pi * rate * (times - onset))
         values = np.clip(8192 + np.round(cents / 200 * 8192), 0, 16383).astype(int)
-        events += [(int(round(t * SAMPLE_RATE)), 2, synth.pitchbend, (chan, int(v))) for t, v in zip(times, values)]
-        events.append((int(round((n.time + n.duration) * SAMPLE_RATE)), 0, synth.pitchbend, (chan, 8192)))
+        events += [
+            (round(t * SAMPLE_RATE), 2, synth.pitchbend, (chan, int(v))) for t, v in zip(times, values, strict=True)
+        ]
+        events.append((round((n.time + n.duration) * SAMPLE_RATE), 0, synth.pitchbend, (chan, 8192)))
     return events
 
 
@@ -562,7 +592,7 @@ def _room(rng: np.random.Generator, t60: float, predelay: float, damping: float)
     noise = rng.standard_normal((2, taps)) * np.exp(-6.91 * t / t60)
     noise = lfilter([1 - damping], [1, -damping], noise, axis=-1)  # one-pole low-pass: air absorption
     ir = np.concatenate([np.zeros((2, int(predelay * SAMPLE_RATE))), noise], axis=1)
-    return (ir / np.sqrt((ir ** 2).sum() / 2)).astype(np.float32)
+    return (ir / np.sqrt((ir**2).sum() / 2)).astype(np.float32)
 
 
 def _limit(x: np.ndarray, threshold: float, window: int = 441) -> np.ndarray:
@@ -581,7 +611,9 @@ def _limit(x: np.ndarray, threshold: float, window: int = 441) -> np.ndarray:
     return (x * np.minimum(gain, need)).astype(np.float32)
 
 
-def render(song: Song, soundfont: Union[str, os.PathLike, None] = None, rng: Optional[np.random.Generator] = None) -> np.ndarray:
+def render(
+    song: Song, soundfont: str | os.PathLike | None = None, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """Render a song → stems (4, 2, samples) float32 in SOURCES order, levels set, mixture peak ≤ 0.98.
 
     ``rng`` draws the room's noise (default: a generator seeded from the song's name).
@@ -590,7 +622,7 @@ def render(song: Song, soundfont: Union[str, os.PathLike, None] = None, rng: Opt
 
     soundfont = Path(soundfont) if soundfont is not None else default_soundfont()
     rng = rng if rng is not None else np.random.default_rng(zlib.crc32(song.name.encode()))
-    frames = int(round(song.seconds * SAMPLE_RATE))
+    frames = round(song.seconds * SAMPLE_RATE)
     rev = song.reverb
     ir = _room(rng, rev["t60"], rev["predelay"], rev["damping"])
     # the room's spectrum once; each stem's send is then one forward and one inverse FFT
@@ -642,7 +674,7 @@ def _write_track(folder: Path, stems: np.ndarray, subtype: str) -> None:
         raise
 
 
-def _plan(tracks: Union[int, Mapping[str, int]]) -> dict[str, int]:
+def _plan(tracks: int | Mapping[str, int]) -> dict[str, int]:
     counts = {"train": int(tracks)} if isinstance(tracks, int) else {k: int(v) for k, v in tracks.items()}
     unknown = set(counts) - set(SPLIT_IDS)
     if unknown:
@@ -656,7 +688,9 @@ def track_name(split: str, index: int) -> str:
     return f"{split}_{index:03d}"
 
 
-def synthesize_track(split: str, index: int, seconds: float, seed: int, soundfont: Union[str, os.PathLike, None] = None) -> tuple[Song, np.ndarray]:
+def synthesize_track(
+    split: str, index: int, seconds: float, seed: int, soundfont: str | os.PathLike | None = None
+) -> tuple[Song, np.ndarray]:
     """Compose and render one track of the dataset → (song, stems (4, 2, samples))."""
     ss = np.random.SeedSequence([seed, SPLIT_IDS[split], index])
     compose_seq, room_seq = ss.spawn(2)
@@ -665,14 +699,14 @@ def synthesize_track(split: str, index: int, seconds: float, seed: int, soundfon
 
 
 def make_synthetic_dataset(
-    root: Union[str, os.PathLike],
-    tracks: Union[int, Mapping[str, int], None] = None,
+    root: str | os.PathLike,
+    tracks: int | Mapping[str, int] | None = None,
     seconds: float = 10.0,
     seed: int = 0,
-    soundfont: Union[str, os.PathLike, None] = None,
+    soundfont: str | os.PathLike | None = None,
     subtype: str = "FLOAT",
     overwrite: bool = False,
-    progress: Optional[Callable[[str, int, int], None]] = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Path:
     """Write a synthetic MUSDB18-HQ-layout dataset to ``root`` and return ``root``.
 
@@ -697,8 +731,13 @@ def make_synthetic_dataset(
     if not sf_path.is_file():
         raise DatasetError(f"SoundFont {sf_path} does not exist")
     config = {
-        "version": SYNTH_VERSION, "seed": int(seed), "seconds": float(seconds), "tracks": counts,
-        "subtype": subtype, "soundfont": sf_path.name, "soundfont_bytes": sf_path.stat().st_size,
+        "version": SYNTH_VERSION,
+        "seed": int(seed),
+        "seconds": float(seconds),
+        "tracks": counts,
+        "subtype": subtype,
+        "soundfont": sf_path.name,
+        "soundfont_bytes": sf_path.stat().st_size,
         "sample_rate": SAMPLE_RATE,
     }
     manifest_path = root / MANIFEST
@@ -710,7 +749,9 @@ def make_synthetic_dataset(
         if old.get("config") == config and _complete(root, counts):
             return root
         if not overwrite:
-            raise DatasetError(f"{root} holds a different synthetic dataset; pass overwrite=True (--force) to replace it")
+            raise DatasetError(
+                f"{root} holds a different synthetic dataset; pass overwrite=True (--force) to replace it"
+            )
     elif root.exists() and any(root.iterdir()) and not overwrite:
         raise DatasetError(f"{root} exists and is not empty; choose a new folder or pass overwrite=True (--force)")
     if overwrite and manifest_path.is_file():
@@ -748,5 +789,7 @@ def _remove_listed(root: Path, manifest_path: Path) -> None:
 def _complete(root: Path, counts: Mapping[str, int]) -> bool:
     return all(
         (root / split / track_name(split, i) / f"{part}.wav").is_file()
-        for split, n in counts.items() for i in range(n) for part in ("mixture", *SOURCES)
+        for split, n in counts.items()
+        for i in range(n)
+        for part in ("mixture", *SOURCES)
     )

@@ -10,9 +10,11 @@ Every model maps a mixture to four sources in the order drums, bass, other, voca
 - waveform models (``DemucsSplit``): waveform ``(batch, channels, samples)`` →
   stems ``(batch, 4, channels, samples)``; attribute ``domain = "waveform"``.
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from torch import nn
 

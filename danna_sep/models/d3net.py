@@ -8,8 +8,6 @@ of convolution this equals the dense form, but only one accumulator of ``kÂ·(L â
 after layer ``i``, so no growing concatenation is ever materialised.
 """
 
-from typing import List, Optional, Tuple
-
 import torch
 from torch import Tensor, nn
 
@@ -37,7 +35,7 @@ class _D2Layer(nn.Module):
         self.norm = nn.BatchNorm2d(k)
         self.act = nn.ReLU(inplace=True)
 
-    def forward(self, h: Tensor, acc: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    def forward(self, h: Tensor, acc: Tensor | None) -> tuple[Tensor, Tensor]:
         y = self.conv(h)
         if acc is not None:
             y += acc  # in place is safe: the conv's backward does not need its output
@@ -66,18 +64,16 @@ class D2Block(nn.Module):
         self.in_channels = in_channels
         self.k = k
         self.L = L
-        self.layers = nn.ModuleList(
-            _D2Layer(in_channels if i == 0 else k, k, L - i, 2**i) for i in range(L)
-        )
+        self.layers = nn.ModuleList(_D2Layer(in_channels if i == 0 else k, k, L - i, 2**i) for i in range(L))
 
     @property
     def out_channels(self) -> int:
         return self.k * self.L
 
     def forward(self, x: Tensor) -> Tensor:
-        outputs: List[Tensor] = []
+        outputs: list[Tensor] = []
         h = x
-        acc: Optional[Tensor] = None
+        acc: Tensor | None = None
         for layer in self.layers:
             h, acc = layer(h, acc)
             outputs.append(h)
@@ -100,7 +96,7 @@ class D3Block(nn.Module):
         self.out_channels = in_channels + M * k * L
 
     def forward(self, x: Tensor) -> Tensor:
-        features: List[Tensor] = [x]
+        features: list[Tensor] = [x]
         for block in self.blocks:
             features.append(block(torch.cat(features, 1) if len(features) > 1 else x))
         return torch.cat(features, 1)

@@ -23,9 +23,8 @@ and skips trimmed to their first samples instead of their centre.
 Resampling uses julius' windowed-sinc filters (``ResampleFrac``), applied as a block convolution that is several
 times faster on CPU (:class:`BlockResample`); the fixed kernels are not part of the ``state_dict``.
 """
-from __future__ import annotations
 
-from typing import List, Tuple
+from __future__ import annotations
 
 import julius
 import torch
@@ -37,7 +36,7 @@ from .. import SOURCES
 from ..errors import ConfigError
 
 
-def standardize(mix: Tensor, eps: float = 1e-5) -> Tuple[Tensor, Tensor, Tensor]:
+def standardize(mix: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor, Tensor]:
     """Standardise each example by the mean and (unbiased) std of its channel-averaged signal.
 
     ``mix (batch, channels, samples)`` → ``(z, mean, std)`` with ``z`` of the same shape and ``mean``, ``std``
@@ -52,7 +51,10 @@ def standardize(mix: Tensor, eps: float = 1e-5) -> Tuple[Tensor, Tensor, Tensor]
 
 
 def destandardize(stems: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-    """Inverse of :func:`standardize` for ``stems (batch, sources, channels, samples)`` (``mean``, ``std`` ``(batch, 1, 1)``)."""
+    """Inverse of :func:`standardize` for ``stems (batch, sources, channels, samples)``.
+
+    ``mean`` and ``std`` are ``(batch, 1, 1)``.
+    """
     return stems * std.unsqueeze(1) + mean.unsqueeze(1)
 
 
@@ -63,7 +65,10 @@ def center_trim(x: Tensor, length: int) -> Tensor:
 
 
 def rescale_conv_(conv: nn.Module, reference: float) -> None:
-    """Demucs' init: divide weight and bias by ``sqrt(std(weight) / reference)`` (pulls the weight std towards ``reference``)."""
+    """Demucs' init: divide weight and bias by ``sqrt(std(weight) / reference)``.
+
+    It pulls the weight std towards ``reference``.
+    """
     with torch.no_grad():
         scale = (conv.weight.std() / reference).sqrt()
         conv.weight.div_(scale)
@@ -87,7 +92,7 @@ def _matrix_for_rows(matrix: Tensor, rows: int) -> Tensor:
     return matrix if matrix.stride(1) == 1 else matrix.contiguous()
 
 
-def _lstm_steps(gates_x: Tensor, w_hh: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+def _lstm_steps(gates_x: Tensor, w_hh: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """One LSTM direction from its input projections, step by step (zero initial state).
 
     ``gates_x (frames, batch, 4·hidden)`` (input projection plus both biases, gate order i, f, g, o as in
@@ -201,7 +206,7 @@ class BLSTM(nn.Module):
         # per layer and direction w_ih, w_hh, b_ih, b_hh
         weights = self.lstm._flat_weights
         for layer in range(self.lstm.num_layers):
-            outputs: List[Tensor] = []
+            outputs: list[Tensor] = []
             for direction in range(2):
                 first = 4 * (2 * layer + direction)
                 w_ih, w_hh, b_ih, b_hh = weights[first], weights[first + 1], weights[first + 2], weights[first + 3]
@@ -263,7 +268,7 @@ class BlockResample(nn.Module):
         rows = rows.view(rows.shape[0], blocks + self.taps - 1, hop).transpose(1, 2)
         y = F.conv1d(rows, self.weight.to(rows.dtype))  # (rows, block·new_sr, blocks)
         y = y.transpose(1, 2).reshape(y.shape[0], -1)[:, :out_length]
-        return y.reshape(x.shape[:-1] + (out_length,))
+        return y.reshape(x.shape[:-1] + (out_length,))  # noqa: RUF005 (TorchScript has no starred tuples)
 
 
 class PhaseConvTranspose1d(nn.ConvTranspose1d):
@@ -280,8 +285,9 @@ class PhaseConvTranspose1d(nn.ConvTranspose1d):
     ``(batch, in_channels, T)`` → ``(batch, out_channels, (T − 1)·stride + kernel_size)``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, groups: int = 1,
-                 bias: bool = True):
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, stride: int, groups: int = 1, bias: bool = True
+    ):
         super().__init__(in_channels, out_channels, kernel_size, stride, groups=groups, bias=bias)
         self.min_frames = 1024
 
@@ -324,8 +330,9 @@ class DecoderLevel(nn.Module):
         # each source: its own width → 2·width (GLU input); the skip is shared, so that conv is dense
         self.pre_conv = nn.Conv1d(sources * self.width, hidden, 3, padding=1, groups=sources)
         self.skip_conv = nn.Conv1d(channels, hidden, 3, padding=1, bias=False)
-        self.deconv = PhaseConvTranspose1d(sources * self.width, sources * out_per_source, kernel_size, stride,
-                                           groups=sources)
+        self.deconv = PhaseConvTranspose1d(
+            sources * self.width, sources * out_per_source, kernel_size, stride, groups=sources
+        )
         self.last = last
 
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
@@ -380,9 +387,14 @@ class DemucsSplit(nn.Module):
         legacy: bool = False,
     ):
         super().__init__()
-        for name, value, low in (("sources", sources, 1), ("audio_channels", audio_channels, 1),
-                                 ("channels", channels, 2), ("depth", depth, 1), ("stride", stride, 1),
-                                 ("lstm_layers", lstm_layers, 0)):
+        for name, value, low in (
+            ("sources", sources, 1),
+            ("audio_channels", audio_channels, 1),
+            ("channels", channels, 2),
+            ("depth", depth, 1),
+            ("stride", stride, 1),
+            ("lstm_layers", lstm_layers, 0),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"DemucsSplit.{name}: expected an integer >= {low}, got {value!r}")
         if not isinstance(kernel_size, int) or kernel_size < stride:
@@ -405,10 +417,14 @@ class DemucsSplit(nn.Module):
         self.encoder = nn.ModuleList()
         in_channels = audio_channels
         for width in widths:
-            self.encoder.append(nn.Sequential(
-                nn.Conv1d(in_channels, width, kernel_size, stride), nn.ReLU(inplace=True),
-                nn.Conv1d(width, 2 * width, 1), nn.GLU(dim=1),
-            ))
+            self.encoder.append(
+                nn.Sequential(
+                    nn.Conv1d(in_channels, width, kernel_size, stride),
+                    nn.ReLU(inplace=True),
+                    nn.Conv1d(width, 2 * width, 1),
+                    nn.GLU(dim=1),
+                )
+            )
             in_channels = width
 
         deepest = widths[-1]
@@ -436,7 +452,10 @@ class DemucsSplit(nn.Module):
 
     @torch.jit.export
     def valid_length(self, length: int) -> int:
-        """Smallest input length ``≥ length`` that every strided convolution divides exactly (at least one frame deep)."""
+        """Smallest input length ``≥ length`` that every strided convolution divides exactly.
+
+        The result is at least one frame deep.
+        """
         factor = 2 if self.resample else 1
         frames = length * factor
         # ceil divisions written with non-negative operands: traced for ONNX, `//` truncates toward zero
@@ -459,17 +478,18 @@ class DemucsSplit(nn.Module):
         # steps cost about the same for a few rows as for one (2.5 s → 1.6 s per 3 items of 10 s, 2 threads)
         items = [self._encode(item.unsqueeze(0)) for item in mix.unbind(0)]
         codes = self._bottleneck(torch.cat([item[0] for item in items]))
-        return torch.cat([self._decode(codes[i : i + 1], item[1], item[2], item[3], length)
-                          for i, item in enumerate(items)])
+        return torch.cat(
+            [self._decode(codes[i : i + 1], item[1], item[2], item[3], length) for i, item in enumerate(items)]
+        )
 
-    def _encode(self, mix: Tensor) -> Tuple[Tensor, List[Tensor], Tensor, Tensor]:
+    def _encode(self, mix: Tensor) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
         """``mix (batch, channels, L)`` → the deepest features, every level's output (the skips, shallowest first)
         and the mixture's mean and std ``(batch, 1, 1)``."""
         length = mix.shape[-1]
         x, mean, std = standardize(mix)
         delta = 0 if self.legacy else self.valid_length(length) - length
         x = self.upsample(F.pad(x, (delta // 2, delta - delta // 2)))
-        skips: List[Tensor] = []
+        skips: list[Tensor] = []
         for encode in self.encoder:
             x = encode(x)
             skips.append(x)
@@ -483,7 +503,7 @@ class DemucsSplit(nn.Module):
             return self.linear(x)
         return x
 
-    def _decode(self, x: Tensor, skips: List[Tensor], mean: Tensor, std: Tensor, length: int) -> Tensor:
+    def _decode(self, x: Tensor, skips: list[Tensor], mean: Tensor, std: Tensor, length: int) -> Tensor:
         """The bottleneck's output and :meth:`_encode`'s other results → ``(batch, sources, channels, length)``
         (``legacy``: ``length'`` ≤ ``length``).
         Empties ``skips`` as it goes, so that each is freed once used."""

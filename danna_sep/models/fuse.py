@@ -14,10 +14,10 @@ Folded here:
 Models without batch norms (Demucs) are returned unchanged; others as a folded copy, so a model still being
 trained is never modified.
 """
+
 from __future__ import annotations
 
 import copy
-from typing import Tuple
 
 import torch
 from torch import Tensor, nn
@@ -28,7 +28,7 @@ _CONV = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d)
 _NORM = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
-def _affine(norm: nn.Module) -> Tuple[Tensor, Tensor]:
+def _affine(norm: nn.Module) -> tuple[Tensor, Tensor]:
     """``(a, b)`` with ``norm(x) = a·x + b`` per channel (eval mode, running statistics)."""
     a = torch.rsqrt(norm.running_var + norm.eps)
     if norm.weight is not None:
@@ -61,9 +61,10 @@ def _add_bias_(conv: nn.Module, shift: Tensor, start: int = 0) -> None:
     """Add ``shift`` to output channels ``start …`` of ``conv``, creating a zero bias if it has none."""
     if conv.bias is None:
         out = conv.out_channels
-        conv.bias = nn.Parameter(torch.zeros(out, dtype=conv.weight.dtype, device=conv.weight.device),
-                                 requires_grad=False)
-    conv.bias[start:start + shift.numel()].add_(shift)
+        conv.bias = nn.Parameter(
+            torch.zeros(out, dtype=conv.weight.dtype, device=conv.weight.device), requires_grad=False
+        )
+    conv.bias[start : start + shift.numel()].add_(shift)
 
 
 def _fold_into_(conv: nn.Module, norm: nn.Module) -> None:

@@ -17,8 +17,6 @@ padding whose outputs are zero-padded up to their skips, unmasked attention, and
 set to 0.25.
 """
 
-from typing import List, Optional, Tuple
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -35,9 +33,9 @@ def local_attention(
     query_shape: int,
     memory_flange: int,
     length: int,
-    bias: Optional[Tensor] = None,
+    bias: Tensor | None = None,
     mask: bool = True,
-) -> Tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor]:
     """Block-local attention in time, global in frequency.
 
     Frames are cut into query blocks of ``query_shape`` frames; every query in a block (all bins × the block's
@@ -165,18 +163,22 @@ class LocalAttention2d(nn.Module):
             self.register_parameter("time_bias", None)
             self.register_parameter("freq_bias", None)
 
-    def position_bias(self, bins: int, device: torch.device) -> Optional[Tensor]:
+    def position_bias(self, bins: int, device: torch.device) -> Tensor | None:
         """Logit bias (heads, bins·query_shape, bins·window), or None without ``rel_pos_bias``."""
         time_bias = self.time_bias
         freq_bias = self.freq_bias
         if time_bias is None or freq_bias is None:
             return None
         window = self.query_shape + 2 * self.memory_flange
-        dt = torch.arange(window, device=device).unsqueeze(0) - torch.arange(self.query_shape, device=device).unsqueeze(1)
+        dt = torch.arange(window, device=device).unsqueeze(0) - torch.arange(self.query_shape, device=device).unsqueeze(
+            1
+        )
         dt = dt + self.query_shape - 1  # Δt = (j − flange) − i, shifted to start at 0
         f = torch.arange(bins, device=device)
         df = (f.unsqueeze(0) - f.unsqueeze(1)).clamp(-self.max_rel_bins, self.max_rel_bins) + self.max_rel_bins
-        bias = freq_bias[:, df].reshape(-1, bins, 1, bins, 1) + time_bias[:, dt].reshape(-1, 1, self.query_shape, 1, window)
+        bias = freq_bias[:, df].reshape(-1, bins, 1, bins, 1) + time_bias[:, dt].reshape(
+            -1, 1, self.query_shape, 1, window
+        )
         return bias.reshape(-1, bins * self.query_shape, bins * window)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -185,7 +187,13 @@ class LocalAttention2d(nn.Module):
         qkv = self.qkv(x).reshape(batch, self.n_heads, 3 * depth, bins, frames)
         q, k, v = qkv.split(depth, 2)
         out, _ = local_attention(
-            q * depth**-0.5, k, v, self.query_shape, self.memory_flange, frames, self.position_bias(bins, x.device),
+            q * depth**-0.5,
+            k,
+            v,
+            self.query_shape,
+            self.memory_flange,
+            frames,
+            self.position_bias(bins, x.device),
             self.mask_padding,
         )
         return self.out_conv(out.reshape(batch, self.d_model, bins, frames))
@@ -247,7 +255,9 @@ class UNetAttn(nn.Module):
     ):
         super().__init__()
         if legacy and rel_pos_bias:
-            raise ConfigError("UNetAttn: legacy (the original computation) has no position bias; set rel_pos_bias false")
+            raise ConfigError(
+                "UNetAttn: legacy (the original computation) has no position bias; set rel_pos_bias false"
+            )
         if max_bins < 1 or nb_channels < 1 or k < 1 or levels < 1 or attn_channels < 1 or attn_layers < 0:
             raise ConfigError(
                 "UNetAttn: max_bins, nb_channels, k, levels and attn_channels must be >= 1 and attn_layers >= 0, got "
@@ -264,7 +274,7 @@ class UNetAttn(nn.Module):
         self.padded_bins = (max_bins + self.multiple - 1) // self.multiple * self.multiple
 
         self.encoder = nn.ModuleList()
-        widths: List[int] = []
+        widths: list[int] = []
         channels = nb_channels
         for i in range(levels):
             block = D3Block(channels, k, max(2, levels - 1 - i))
@@ -278,7 +288,14 @@ class UNetAttn(nn.Module):
             self.attention.append(
                 nn.Sequential(
                     LocalAttention2d(
-                        attn_in, attn_channels, d_model, n_heads, query_shape, memory_flange, rel_pos_bias, max_rel_bins,
+                        attn_in,
+                        attn_channels,
+                        d_model,
+                        n_heads,
+                        query_shape,
+                        memory_flange,
+                        rel_pos_bias,
+                        max_rel_bins,
                         mask_padding=not legacy,
                     ),
                     nn.BatchNorm2d(attn_channels),
@@ -291,9 +308,11 @@ class UNetAttn(nn.Module):
         self.decoder = nn.ModuleList()
         for step, i in enumerate(range(levels - 2, -1, -1)):
             block = D3Block(channels, k, max(2, levels - 1 - i))
-            layers: List[nn.Module] = [
+            layers: list[nn.Module] = [
                 block,
-                nn.ConvTranspose2d(block.out_channels, widths[i], 3, stride=2, padding=1, output_padding=exact, bias=False),
+                nn.ConvTranspose2d(
+                    block.out_channels, widths[i], 3, stride=2, padding=1, output_padding=exact, bias=False
+                ),
                 nn.BatchNorm2d(widths[i]),
                 nn.ReLU(inplace=True),
             ]
@@ -325,7 +344,7 @@ class UNetAttn(nn.Module):
         # layout, the thin D3 layers and the full-resolution transposed conv most (benchmarks/bench_unet.py)
         x = x.contiguous(memory_format=torch.channels_last)
 
-        skips: List[Tensor] = []
+        skips: list[Tensor] = []
         for block in self.encoder:
             x = F.avg_pool2d(block(x), 2)
             skips.append(x)
@@ -349,7 +368,7 @@ class UNetAttn(nn.Module):
         """The original's computation (see the module docstring), same shapes as :meth:`forward`."""
         batch, channels, bins, frames = spec.shape
         x = spec[:, :, : self.max_bins].contiguous(memory_format=torch.channels_last)
-        skips: List[Tensor] = []
+        skips: list[Tensor] = []
         for block in self.encoder:
             x = F.avg_pool2d(block(x), 2)  # floors odd sizes
             skips.append(x)

@@ -13,10 +13,10 @@ grouped 1×1 convolution, without convolution overhead). Activations are kept as
 so that every batch norm is a plain ``BatchNorm1d`` over ``sources·features`` channels and, for batch 1, the mask
 comes out in its final layout without a copy.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -66,7 +66,7 @@ class X_UMX(nn.Module):
         self,
         n_fft: int = 4096,
         hidden_channels: int = 512,
-        max_bins: Optional[int] = 1487,
+        max_bins: int | None = 1487,
         nb_channels: int = 2,
         nb_layers: int = 3,
         dropout: float = 0.4,
@@ -119,9 +119,7 @@ class X_UMX(nn.Module):
         """``(batch, channels, bins, frames)`` magnitude → ``(batch, sources, channels, bins, frames)`` masks ≥ 0."""
         batch, channels, bins, frames = spec.shape
         if channels != self.nb_channels or bins != self.nb_bins:
-            raise ValueError(
-                "X_UMX expects (batch, {}, {}, frames), got {}".format(self.nb_channels, self.nb_bins, spec.shape)
-            )
+            raise ValueError(f"X_UMX expects (batch, {self.nb_channels}, {self.nb_bins}, frames), got {spec.shape}")
         sources, hidden, max_bins = self.nb_sources, self.hidden_channels, self.max_bins
         n = batch * frames
 

@@ -14,11 +14,13 @@ per-source parameters. The file is read with ``weights_only=True`` (no pickled c
 is checked before anything is copied: a mismatch is a :class:`CheckpointError` that lists the missing, unexpected
 and mis-shaped keys, never a partial load.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -32,7 +34,7 @@ _WINDOW_KEYS = ("encoder.0.window", "decoder.window")
 _BN_KEYS = ("weight", "bias", "running_mean", "running_var")
 
 
-def convert_file(src: Path | str, dst: Path | str) -> Dict[str, Any]:
+def convert_file(src: Path | str, dst: Path | str) -> dict[str, Any]:
     """Read Asteroid's X-UMX file ``src``, write the danna-sep checkpoint ``dst`` (atomically) and return it."""
     src, dst = Path(src), Path(dst)
     try:
@@ -56,7 +58,7 @@ def _load_failure(exc: Exception) -> str:
     return first.split(". ")[0].rstrip(".")
 
 
-def convert_asteroid_xumx(package: Mapping[str, Any], name: str = "checkpoint") -> Dict[str, Any]:
+def convert_asteroid_xumx(package: Mapping[str, Any], name: str = "checkpoint") -> dict[str, Any]:
     """Asteroid's serialised XUMX dict → ``{"model": state_dict, "config": {"arch": ...}, "converted_from": ...}``."""
     if not isinstance(package, Mapping) or "state_dict" not in package or "model_args" not in package:
         found = sorted(package) if isinstance(package, Mapping) else type(package).__name__
@@ -103,7 +105,7 @@ def convert_asteroid_xumx(package: Mapping[str, Any], name: str = "checkpoint") 
     }
 
 
-def _arch_from_model_args(model_args: Any, name: str) -> Tuple[Dict[str, Any], Dict[str, int]]:
+def _arch_from_model_args(model_args: Any, name: str) -> tuple[dict[str, Any], dict[str, int]]:
     """X_UMX constructor arguments and ``{asteroid source name: our slot}`` from Asteroid's ``model_args``."""
     if not isinstance(model_args, Mapping):
         raise CheckpointError(f"{name}: 'model_args' is a {type(model_args).__name__}, not a dict")
@@ -143,11 +145,11 @@ def _arch_from_model_args(model_args: Any, name: str) -> Tuple[Dict[str, Any], D
     return arch_args, {src: SOURCES.index(src) for src in sources}
 
 
-def _conversion_plan(model: torch.nn.Module, by_source: Dict[str, int]) -> Dict[str, Tuple[str, Any]]:
+def _conversion_plan(model: torch.nn.Module, by_source: dict[str, int]) -> dict[str, tuple[str, Any]]:
     """``{asteroid key: (our key, index into our tensor)}`` for every weight of Asteroid's XUMX."""
     hidden = model.hidden_channels
     out_features = model.nb_channels * model.nb_bins
-    plan: Dict[str, Tuple[str, Any]] = {}
+    plan: dict[str, tuple[str, Any]] = {}
 
     def batch_norm(prefix: str, ours: str, slot: int, width: int) -> None:
         rows = slice(slot * width, (slot + 1) * width)
@@ -170,7 +172,7 @@ def _conversion_plan(model: torch.nn.Module, by_source: Dict[str, int]) -> Dict[
 
 
 def _check_keys(
-    state: Mapping[str, Any], expected: Dict[str, Tuple[int, ...]], arch: Dict[str, Any], name: str
+    state: Mapping[str, Any], expected: dict[str, tuple[int, ...]], arch: dict[str, Any], name: str
 ) -> None:
     """Raise :class:`CheckpointError` listing every missing, unexpected and mis-shaped key of ``state``."""
     shapes = dict(expected)
@@ -194,6 +196,6 @@ def _check_keys(
         raise CheckpointError(f"{name}: does not match X-UMX {arch}: " + "; ".join(parts))
 
 
-def _listing(keys: List[str], limit: int = 12) -> str:
+def _listing(keys: list[str], limit: int = 12) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f", … and {len(keys) - limit} more" if len(keys) > limit else "")

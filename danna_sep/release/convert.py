@@ -16,14 +16,15 @@ unmasked attention; Demucs without valid-length padding), so they run with it. T
 danna-sep checkpoint: it runs through our code (GPU, half precision, batched segments, our ONNX export) and can be
 fine-tuned (``danna train CONFIG --weights unet_imported.pt --set arch.args.legacy=true ...``).
 """
+
 from __future__ import annotations
 
 import io
 import os
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -35,8 +36,8 @@ from .registry import Registry, load_registry
 TOLERANCE = 1e-4  # max relative difference between our model and the released archive on the test signal
 _BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
-State = Dict[str, Tensor]
-Arch = Dict[str, object]
+State = dict[str, Tensor]
+Arch = dict[str, object]
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,10 @@ class ImportReport:
 
     def describe(self) -> str:
         action = "imported" if self.written else "up to date"
-        return (f"{self.output.name}: {action} from {self.source.name} ({self.arch['type']}, {self.params:,} parameters, "
-                f"output equal to the release's within {self.error:.1e} relative)")
+        return (
+            f"{self.output.name}: {action} from {self.source.name} ({self.arch['type']}, {self.params:,} parameters, "
+            f"output equal to the release's within {self.error:.1e} relative)"
+        )
 
 
 # ------------------------------------------------------------------------------------------------- reading
@@ -79,7 +82,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _attribute(module: Optional[nn.Module], path: str, default: int) -> int:
+def _attribute(module: nn.Module | None, path: str, default: int) -> int:
     """An integer attribute of the archive (``"attn.0.n_heads"``), or ``default`` where it has none."""
     obj: object = module
     for part in path.split("."):
@@ -105,8 +108,9 @@ def _take(state: Mapping[str, Tensor], key: str, name: str) -> Tensor:
 # ------------------------------------------------------------------------------------------------ converters
 
 
-def xumx_from_release(state: Mapping[str, Tensor], archive: Optional[nn.Module] = None,
-                      name: str = "xumx") -> Tuple[Arch, State]:
+def xumx_from_release(
+    state: Mapping[str, Tensor], archive: nn.Module | None = None, name: str = "xumx"
+) -> tuple[Arch, State]:
     """The original ``X_UMX`` (grouped 1×1 convolutions, per-source LSTMs named by source) → our ``X_UMX``."""
     w1 = _take(state, "affine1.0.weight", name)  # (sources·hidden, channels·max_bins, 1), 4 groups
     sources = len(SOURCES)
@@ -115,8 +119,16 @@ def xumx_from_release(state: Mapping[str, Tensor], archive: Optional[nn.Module] 
     bins = _take(state, "output_means", name).shape[0] // sources
     channels = w1.shape[1] // max_bins
     layers = _count(state, "bass_lstm.weight_ih_l{n}")
-    arch = {"type": "X_UMX", "args": {"n_fft": 2 * (bins - 1), "hidden_channels": hidden, "max_bins": max_bins,
-                                      "nb_channels": channels, "nb_layers": layers}}
+    arch = {
+        "type": "X_UMX",
+        "args": {
+            "n_fft": 2 * (bins - 1),
+            "hidden_channels": hidden,
+            "max_bins": max_bins,
+            "nb_channels": channels,
+            "nb_layers": layers,
+        },
+    }
     out: State = {
         "input_mean": state["input_means"].reshape(sources, max_bins),
         "input_scale": _take(state, "input_scale", name).reshape(sources, max_bins),
@@ -130,13 +142,16 @@ def xumx_from_release(state: Mapping[str, Tensor], archive: Optional[nn.Module] 
         out.update({f"{ours}.{k}": _take(state, f"{theirs}.{k}", name) for k in _BN})
     for i, source in enumerate(SOURCES):
         prefix = f"{source}_lstm."
-        out.update({f"lstms.{i}.{k[len(prefix):]}": v for k, v in state.items() if k.startswith(prefix)})
+        out.update({f"lstms.{i}.{k[len(prefix) :]}": v for k, v in state.items() if k.startswith(prefix)})
     return arch, out
 
 
-def _d3_keys(theirs: str, ours: str, state: Mapping[str, Tensor]) -> Dict[str, str]:
-    """Key map of one D3 block: ``<theirs>.d2_layers.m.{conv_layers.j, bn_layers.j.0}`` → ``<ours>.blocks.m.layers.j.{conv, norm}``."""
-    keys: Dict[str, str] = {}
+def _d3_keys(theirs: str, ours: str, state: Mapping[str, Tensor]) -> dict[str, str]:
+    """Key map of one D3 block.
+
+    ``<theirs>.d2_layers.m.{conv_layers.j, bn_layers.j.0}`` → ``<ours>.blocks.m.layers.j.{conv, norm}``.
+    """
+    keys: dict[str, str] = {}
     for m in range(_count(state, f"{theirs}.d2_layers.{{n}}.")):
         for j in range(_count(state, f"{theirs}.d2_layers.{m}.conv_layers.{{n}}.")):
             keys[f"{theirs}.d2_layers.{m}.conv_layers.{j}.weight"] = f"{ours}.blocks.{m}.layers.{j}.conv.weight"
@@ -145,8 +160,9 @@ def _d3_keys(theirs: str, ours: str, state: Mapping[str, Tensor]) -> Dict[str, s
     return keys
 
 
-def unet_from_release(state: Mapping[str, Tensor], archive: Optional[nn.Module] = None,
-                      name: str = "unet") -> Tuple[Arch, State]:
+def unet_from_release(
+    state: Mapping[str, Tensor], archive: nn.Module | None = None, name: str = "unet"
+) -> tuple[Arch, State]:
     """The original ``UNetAttn`` → our ``UNetAttn(legacy=True)``."""
     levels = _count(state, "down_convs.{n}.")
     first = "down_convs.0.0.d2_layers.0.conv_layers"
@@ -155,8 +171,10 @@ def unet_from_release(state: Mapping[str, Tensor], archive: Optional[nn.Module] 
     for i in range(levels):  # the original's layer rule; our constructor derives the same
         found = _count(state, f"down_convs.{i}.0.d2_layers.0.conv_layers.{{n}}.")
         if found != max(2, levels - 1 - i) or _count(state, f"down_convs.{i}.0.d2_layers.{{n}}.") != 2:
-            raise CheckpointError(f"{name}: encoder level {i} has {found} D2 layers, not the original's "
-                                  f"{max(2, levels - 1 - i)}: not the original U-Net")
+            raise CheckpointError(
+                f"{name}: encoder level {i} has {found} D2 layers, not the original's "
+                f"{max(2, levels - 1 - i)}: not the original U-Net"
+            )
     attn = [i for i in range(_count(state, "attn.{n}.")) if f"attn.{i}.qkv_conv.weight" in state]
     if not attn:
         raise CheckpointError(f"{name}: no attention layers (attn.*.qkv_conv): not the original U-Net")
@@ -175,13 +193,17 @@ def unet_from_release(state: Mapping[str, Tensor], archive: Optional[nn.Module] 
         "rel_pos_bias": False,
         "legacy": True,
     }
-    keys: Dict[str, str] = {}
+    keys: dict[str, str] = {}
     for i in range(levels):
         keys.update(_d3_keys(f"down_convs.{i}.0", f"encoder.{i}", state))
     for j, i in enumerate(attn):  # attn = [MHA, BN, ReLU] × layers → attention.j = [LocalAttention2d, BN, ReLU]
-        keys.update({f"attn.{i}.qkv_conv.weight": f"attention.{j}.0.qkv.weight",
-                     f"attn.{i}.qkv_conv.bias": f"attention.{j}.0.qkv.bias",
-                     f"attn.{i}.out_conv.weight": f"attention.{j}.0.out_conv.weight"})
+        keys.update(
+            {
+                f"attn.{i}.qkv_conv.weight": f"attention.{j}.0.qkv.weight",
+                f"attn.{i}.qkv_conv.bias": f"attention.{j}.0.qkv.bias",
+                f"attn.{i}.out_conv.weight": f"attention.{j}.0.out_conv.weight",
+            }
+        )
         keys.update({f"attn.{i + 1}.{b}": f"attention.{j}.1.{b}" for b in _BN})
     for j in range(_count(state, "up_convs.{n}.")):
         keys.update(_d3_keys(f"up_convs.{j}.0", f"decoder.{j}.0", state))
@@ -193,8 +215,9 @@ def unet_from_release(state: Mapping[str, Tensor], archive: Optional[nn.Module] 
     return {"type": "UNetAttn", "args": args}, _remap(state, keys, name)
 
 
-def demucs_from_release(state: Mapping[str, Tensor], archive: Optional[nn.Module] = None,
-                        name: str = "demucs") -> Tuple[Arch, State]:
+def demucs_from_release(
+    state: Mapping[str, Tensor], archive: nn.Module | None = None, name: str = "demucs"
+) -> tuple[Arch, State]:
     """The original ``DemucsSplit`` → our ``DemucsSplit(legacy=True)``."""
     first = _take(state, "encoder.0.0.weight", name)  # (channels, audio_channels, kernel)
     depth = _count(state, "encoder.{n}.0.weight")
@@ -216,14 +239,18 @@ def demucs_from_release(state: Mapping[str, Tensor], archive: Optional[nn.Module
     if args["sources"] != len(SOURCES):
         raise CheckpointError(f"{name}: has {args['sources']} sources, danna-sep needs {len(SOURCES)}")
     keys = {k: k for k in state if k.startswith("encoder.")}
-    keys.update({k: "lstm.lstm." + k[len("lstm."):] for k in state if k.startswith("lstm.")})
-    keys.update({k: "lstm.linear." + k[len("lstm_linear."):] for k in state if k.startswith("lstm_linear.")})
+    keys.update({k: "lstm.lstm." + k[len("lstm.") :] for k in state if k.startswith("lstm.")})
+    keys.update({k: "lstm.linear." + k[len("lstm_linear.") :] for k in state if k.startswith("lstm_linear.")})
     for level in range(depth):
-        keys.update({f"dec_pre_convs.{level}.weight": f"decoder.{level}.pre_conv.weight",
-                     f"dec_pre_convs.{level}.bias": f"decoder.{level}.pre_conv.bias",
-                     f"convs_1x1.{level}.weight": f"decoder.{level}.skip_conv.weight",
-                     f"decoder.{level}.0.weight": f"decoder.{level}.deconv.weight",
-                     f"decoder.{level}.0.bias": f"decoder.{level}.deconv.bias"})
+        keys.update(
+            {
+                f"dec_pre_convs.{level}.weight": f"decoder.{level}.pre_conv.weight",
+                f"dec_pre_convs.{level}.bias": f"decoder.{level}.pre_conv.bias",
+                f"convs_1x1.{level}.weight": f"decoder.{level}.skip_conv.weight",
+                f"decoder.{level}.0.weight": f"decoder.{level}.deconv.weight",
+                f"decoder.{level}.0.bias": f"decoder.{level}.deconv.bias",
+            }
+        )
     if args["resample"]:
         _check_resampling_filters(state, name)
     return {"type": "DemucsSplit", "args": args}, _remap(state, keys, name, ignore=("up_sample.", "down_sample."))
@@ -237,38 +264,52 @@ def _check_resampling_filters(state: Mapping[str, Tensor], name: str) -> None:
         ours = julius.ResampleFrac(old, new).kernel
         theirs = state[key]
         if theirs.shape != ours.shape or not torch.allclose(theirs.float(), ours.float(), atol=1e-6):
-            raise CheckpointError(f"{name}: its {key} is not julius' ResampleFrac({old}, {new}) filter "
-                                  f"(shape {tuple(theirs.shape)} vs {tuple(ours.shape)}); cannot import it")
+            raise CheckpointError(
+                f"{name}: its {key} is not julius' ResampleFrac({old}, {new}) filter "
+                f"(shape {tuple(theirs.shape)} vs {tuple(ours.shape)}); cannot import it"
+            )
 
 
 def _remap(state: Mapping[str, Tensor], keys: Mapping[str, str], name: str, ignore: Sequence[str] = ()) -> State:
     missing = [k for k in keys if k not in state]
     unused = [k for k in state if k not in keys and not k.startswith(tuple(ignore))]
     if missing or unused:
-        parts = [f"{len(v)} {label}: {', '.join(v[:6])}{' …' if len(v) > 6 else ''}"
-                 for label, v in (("missing", missing), ("unexpected", unused)) if v]
+        parts = [
+            f"{len(v)} {label}: {', '.join(v[:6])}{' …' if len(v) > 6 else ''}"
+            for label, v in (("missing", missing), ("unexpected", unused))
+            if v
+        ]
         raise CheckpointError(f"{name}: not the original release's layout ({'; '.join(parts)})")
     return {ours: state[theirs] for theirs, ours in keys.items()}
 
 
-CONVERTERS: Dict[str, Callable[..., Tuple[Arch, State]]] = {
-    "xumx": xumx_from_release, "unet": unet_from_release, "demucs": demucs_from_release}
+CONVERTERS: dict[str, Callable[..., tuple[Arch, State]]] = {
+    "xumx": xumx_from_release,
+    "unet": unet_from_release,
+    "demucs": demucs_from_release,
+}
 
 
-def build_imported(role: str, archive: nn.Module, name: str = "model") -> Tuple[Arch, nn.Module]:
+def build_imported(role: str, archive: nn.Module, name: str = "model") -> tuple[Arch, nn.Module]:
     """Our eager model (eval mode) holding the weights of the released ``archive`` of ``role``."""
     from ..models import build_model
 
     arch, state = CONVERTERS[role](archive.state_dict(), archive, name)
     model = build_model(arch)
     own = model.state_dict()
-    shaped = [f"{k} {tuple(v.shape)} (ours {tuple(own[k].shape)})" for k, v in state.items()
-              if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    shaped = [
+        f"{k} {tuple(v.shape)} (ours {tuple(own[k].shape)})"
+        for k, v in state.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if shaped or missing or unexpected:
-        parts = [f"{label} {', '.join(v[:4])}{' …' if len(v) > 4 else ''}"
-                 for label, v in (("mis-shaped", shaped), ("missing", missing), ("unexpected", unexpected)) if v]
+        parts = [
+            f"{label} {', '.join(v[:4])}{' …' if len(v) > 4 else ''}"
+            for label, v in (("mis-shaped", shaped), ("missing", missing), ("unexpected", unexpected))
+            if v
+        ]
         raise CheckpointError(f"{name}: the weights do not fit {arch['type']} {arch['args']}: " + "; ".join(parts))
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
     return arch, model.eval()
@@ -307,8 +348,9 @@ def compare(ours: nn.Module, reference: Callable[[Tensor], Tensor], x: Tensor) -
 # ----------------------------------------------------------------------------------------------- importing
 
 
-def import_file(source: Path, role: str, output: Path, *, force: bool = False,
-                onnx: Optional[Path] = None) -> ImportReport:
+def import_file(
+    source: Path, role: str, output: Path, *, force: bool = False, onnx: Path | None = None
+) -> ImportReport:
     """Import the released archive ``source`` of ``role`` into our model and save it as ``output``.
 
     The output must equal the archive's (and ``onnx``'s, if given: the same model as ONNX) within
@@ -337,14 +379,21 @@ def import_file(source: Path, role: str, output: Path, *, force: bool = False,
     worst = max(errors.values())
     if not worst <= TOLERANCE:  # also catches NaN
         detail = ", ".join(f"{k} {v:.2e}" for k, v in errors.items())
-        raise CheckpointError(f"{source}: our {arch['type']} does not reproduce the released model "
-                              f"(relative difference {detail} > {TOLERANCE:g}); nothing written")
+        raise CheckpointError(
+            f"{source}: our {arch['type']} does not reproduce the released model "
+            f"(relative difference {detail} > {TOLERANCE:g}); nothing written"
+        )
     params = sum(p.numel() for p in model.parameters())
     checkpoint = {
         "model": model.state_dict(),
         "config": {"arch": arch},
-        "imported_from": {"file": source.name, "size": source.stat().st_size, "params": params,
-                          "max_relative_error": worst, "compared_with": sorted(errors)},
+        "imported_from": {
+            "file": source.name,
+            "size": source.stat().st_size,
+            "params": params,
+            "max_relative_error": worst,
+            "compared_with": sorted(errors),
+        },
     }
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
@@ -352,7 +401,7 @@ def import_file(source: Path, role: str, output: Path, *, force: bool = False,
     return ImportReport(role, source, output, arch, params, worst, written=True)
 
 
-def _up_to_date(source: Path, role: str, output: Path) -> Optional[ImportReport]:
+def _up_to_date(source: Path, role: str, output: Path) -> ImportReport | None:
     """The report of an existing import of ``source`` at ``output`` that is newer than it and was made from a file
     of its size; None where there is none, or ``output`` is unreadable or not an import (then it is redone)."""
     try:
@@ -362,8 +411,9 @@ def _up_to_date(source: Path, role: str, output: Path) -> Optional[ImportReport]
         info, arch = ckpt["imported_from"], ckpt["config"]["arch"]
         if info["file"] != source.name or info["size"] != source.stat().st_size or not isinstance(arch, dict):
             return None
-        return ImportReport(role, source, output, arch, int(info["params"]), float(info["max_relative_error"]),
-                            written=False)
+        return ImportReport(
+            role, source, output, arch, int(info["params"]), float(info["max_relative_error"]), written=False
+        )
     except Exception:  # a half-copied, foreign or older file: import again
         return None
 
@@ -381,9 +431,15 @@ def _is_danna_export(path: Path) -> bool:
         return False
 
 
-def import_released(folder: os.PathLike, names: Optional[Sequence[str]] = None, *, force: bool = False,
-                    quiet: bool = False, notify: Callable[[str], None] = print,
-                    registry: Optional[Registry] = None) -> List[ImportReport]:
+def import_released(
+    folder: os.PathLike,
+    names: Sequence[str] | None = None,
+    *,
+    force: bool = False,
+    quiet: bool = False,
+    notify: Callable[[str], None] = print,
+    registry: Registry | None = None,
+) -> list[ImportReport]:
     """Import every importable released file present in ``folder`` (or only ``names``) into our models.
 
     Files that are danna-sep exports already (they carry metadata) are left alone. Returns one report per import.
@@ -399,8 +455,14 @@ def import_released(folder: os.PathLike, names: Optional[Sequence[str]] = None, 
         source = folder / entry.name
         if not source.is_file() or _is_danna_export(source):
             continue
-        onnx = next((folder / e.name for e in registry.for_role(entry.role)
-                     if e.format == "onnx" and (folder / e.name).is_file()), None)
+        onnx = next(
+            (
+                folder / e.name
+                for e in registry.for_role(entry.role)
+                if e.format == "onnx" and (folder / e.name).is_file()
+            ),
+            None,
+        )
         if onnx is not None and not _onnxruntime_available():
             onnx = None
         try:

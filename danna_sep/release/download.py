@@ -23,6 +23,7 @@ download from its first byte (no HTTP ``Range`` resume) and knows nothing of Dri
 huggingface_hub resumes and verifies well, but only files on the Hub, and these are not. What Drive needs is
 small: recognise its pages and follow one form, one link or one cookie, with the standard library's html.parser.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,18 +35,19 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import BinaryIO
 from urllib.parse import urljoin, urlparse
 
 import requests
 
 from .. import PathLike, __version__
-from ..errors import CheckpointError, DannaError
 from ..checkpoints import atomic_write
+from ..errors import CheckpointError, DannaError
 from .registry import ReleasedFile
 from .verify import Verified, looks_like_html, sha256_of, verify_file
 
@@ -58,8 +60,11 @@ TIMEOUT = (15.0, 60.0)  # seconds to connect, and between two reads
 MAX_PAGES = 3  # web pages followed before the file (Drive: one warning page)
 PAGE_LIMIT = 2 << 20  # bytes of a web page read to understand it
 ENSURE_NOTE = f"once; --no-download or {OFFLINE_ENV}=1 forbids this"
-_QUOTA_MARKS = ("too many users have viewed or downloaded this file recently", "quota exceeded",
-                "download quota for this file has been exceeded")
+_QUOTA_MARKS = (
+    "too many users have viewed or downloaded this file recently",
+    "quota exceeded",
+    "download quota for this file has been exceeded",
+)
 
 Notify = Callable[[str], None]
 
@@ -89,7 +94,7 @@ class RetryPolicy:
     sleep: Callable[[float], None] = time.sleep
 
     def wait(self, attempt: int) -> None:
-        self.sleep(self.delay * 2 ** attempt)
+        self.sleep(self.delay * 2**attempt)
 
 
 RETRY = RetryPolicy()
@@ -107,7 +112,7 @@ def lock_path(folder: Path) -> Path:
     return Path(folder) / LOCK_NAME
 
 
-def read_lock(folder: Path) -> Dict[str, dict]:
+def read_lock(folder: Path) -> dict[str, dict]:
     """file name → its record (sha256, size, source, verified, params, detail); empty without a lock file."""
     path = lock_path(folder)
     try:
@@ -115,8 +120,10 @@ def read_lock(folder: Path) -> Dict[str, dict]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
-        raise DownloadError(f"{path}: unreadable lock file ({exc}); repair it or delete it to re-verify every "
-                            "file on the next `danna download`") from None
+        raise DownloadError(
+            f"{path}: unreadable lock file ({exc}); repair it or delete it to re-verify every "
+            "file on the next `danna download`"
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
         raise DownloadError(f"{path}: not a danna-sep lock file (no 'files' object); delete it to start over")
     return data["files"]
@@ -125,9 +132,12 @@ def read_lock(folder: Path) -> Dict[str, dict]:
 def _record(folder: Path, verified: Verified, source: str) -> None:
     files = read_lock(folder)
     files[verified.name] = {
-        "sha256": verified.sha256, "size": verified.size, "source": source,
+        "sha256": verified.sha256,
+        "size": verified.size,
+        "source": source,
         "verified": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "params": verified.params, "detail": verified.detail,
+        "params": verified.params,
+        "detail": verified.detail,
     }
     text = json.dumps({"format": LOCK_FORMAT, "files": dict(sorted(files.items()))}, indent=2) + "\n"
     atomic_write(lock_path(folder), text.encode())
@@ -144,15 +154,17 @@ def _host(url: str) -> str:
     return urlparse(url).hostname or url
 
 
-def _candidates(entry: ReleasedFile, source: Optional[PathLike]) -> List[str]:
+def _candidates(entry: ReleasedFile, source: PathLike | None) -> list[str]:
     """Where ``entry`` comes from: URLs, or one local file path."""
     given = "--source"
     if source is None:
         source, given = os.environ.get(SOURCE_ENV) or None, f"${SOURCE_ENV}"
     if source is None:
         if not entry.sources:
-            raise DownloadError(f"{entry.name}: the registry gives no download URL; put the file into a folder DIR "
-                                f"and run `danna download --source DIR {entry.name}`")
+            raise DownloadError(
+                f"{entry.name}: the registry gives no download URL; put the file into a folder DIR "
+                f"and run `danna download --source DIR {entry.name}`"
+            )
         return list(entry.sources)
     text = os.fspath(source)
     if _is_url(text):
@@ -165,8 +177,9 @@ def _candidates(entry: ReleasedFile, source: Optional[PathLike]) -> List[str]:
 
 def _by_hand(entry: ReleasedFile, url: str) -> str:
     """How to get the file without this module."""
-    return (f"open {url} in a browser, save the file into a folder DIR and run "
-            f"`danna download --source DIR {entry.name}`")
+    return (
+        f"open {url} in a browser, save the file into a folder DIR and run `danna download --source DIR {entry.name}`"
+    )
 
 
 # ------------------------------------------------------------------------------------------ Drive's pages
@@ -177,12 +190,12 @@ class _Page(HTMLParser):
 
     def __init__(self) -> None:
         super().__init__()
-        self.forms: List[Tuple[dict, Dict[str, str]]] = []
-        self.links: List[str] = []
-        self.text: List[str] = []
-        self._form: Optional[Tuple[dict, Dict[str, str]]] = None
+        self.forms: list[tuple[dict, dict[str, str]]] = []
+        self.links: list[str] = []
+        self.text: list[str] = []
+        self._form: tuple[dict, dict[str, str]] | None = None
 
-    def handle_starttag(self, tag: str, attrs: List[Tuple[str, Optional[str]]]) -> None:
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k: v or "" for k, v in attrs}
         if tag == "form":
             self._form = (a, {})
@@ -200,8 +213,9 @@ class _Page(HTMLParser):
         self.text.append(data)
 
 
-def _follow_page(html: str, url: str, response: requests.Response, session: requests.Session,
-                 entry: ReleasedFile) -> Tuple[str, Dict[str, str]]:
+def _follow_page(
+    html: str, url: str, response: requests.Response, session: requests.Session, entry: ReleasedFile
+) -> tuple[str, dict[str, str]]:
     """The request that Drive's warning page leads to: its download form (now), a ``confirm=`` link or a
     ``download_warning`` cookie (older pages). Raises :class:`DownloadError` for a quota page or any other page."""
     page = _Page()
@@ -211,11 +225,12 @@ def _follow_page(html: str, url: str, response: requests.Response, session: requ
         raise DownloadError(
             f"Google Drive refuses {entry.name} for now: its download quota is exceeded (too many users downloaded "
             f"it recently); try again in a few hours, or open {url} in a browser, save the file into a folder DIR "
-            f"and run `danna download --source DIR {entry.name}`")
+            f"and run `danna download --source DIR {entry.name}`"
+        )
     for attrs, inputs in page.forms:
-        if attrs.get("id") == "download-form" or attrs.get("action", "").rstrip("/").endswith("/download"):
-            if attrs.get("method", "get").lower() == "get":
-                return urljoin(url, attrs.get("action") or url), inputs
+        is_download = attrs.get("id") == "download-form" or attrs.get("action", "").rstrip("/").endswith("/download")
+        if is_download and attrs.get("method", "get").lower() == "get":
+            return urljoin(url, attrs.get("action") or url), inputs
     if page.links:
         return urljoin(url, page.links[0]), {}
     cookies = {**session.cookies.get_dict(), **response.cookies.get_dict()}
@@ -223,8 +238,10 @@ def _follow_page(html: str, url: str, response: requests.Response, session: requ
     if token:
         return url, {"confirm": token}
     title = " ".join(text.split()[:12])
-    raise DownloadError(f"{url} answered a web page instead of {entry.name} (\"{title}…\"): the link no longer "
-                        f"leads to the file; {_by_hand(entry, url)}")
+    raise DownloadError(
+        f'{url} answered a web page instead of {entry.name} ("{title}…"): the link no longer '
+        f"leads to the file; {_by_hand(entry, url)}"
+    )
 
 
 # ------------------------------------------------------------------------------------------------- transfer
@@ -235,24 +252,25 @@ def _write_block(fh, data: bytes) -> None:
     fh.write(data)
 
 
-def _disk_full(part: Path, needed: Optional[int]) -> _DiskFull:
+def _disk_full(part: Path, needed: int | None) -> _DiskFull:
     amount = f"{max(needed, 0) / 1e6:.1f} MB needed" if needed is not None else "more space needed"
-    return _DiskFull(f"disk full while writing {part}: {amount}, free some space (what was written is kept; the "
-                     "same command resumes it)")
+    return _DiskFull(
+        f"disk full while writing {part}: {amount}, free some space (what was written is kept; the "
+        "same command resumes it)"
+    )
 
 
 @contextlib.contextmanager
-def _writing(part: Path, total: Optional[int], mode: str) -> Iterator[BinaryIO]:
+def _writing(part: Path, total: int | None, mode: str) -> Iterator[BinaryIO]:
     """``part`` open for writing, fsynced at the end; running out of space (before or while writing) is a
     :class:`DownloadError` that says how much is needed."""
     offset = _size(part) if mode == "ab" else 0
     if total is not None and shutil.disk_usage(part.parent).free < total - offset:
         raise _disk_full(part, total - offset)
     try:
-        fh = open(part, mode)
+        fh = open(part, mode)  # noqa: SIM115 (apart, for its own error message; the with below closes it)
     except OSError as exc:
-        raise DownloadError(f"cannot write {part} ({exc.strerror or exc}); choose another folder with --dir") \
-            from None
+        raise DownloadError(f"cannot write {part} ({exc.strerror or exc}); choose another folder with --dir") from None
     try:
         with fh:
             yield fh
@@ -264,14 +282,23 @@ def _writing(part: Path, total: Optional[int], mode: str) -> Iterator[BinaryIO]:
         raise
 
 
-def _bar(entry: ReleasedFile, total: Optional[int], initial: int, quiet: bool):
+def _bar(entry: ReleasedFile, total: int | None, initial: int, quiet: bool):
     """A bytes progress bar on stderr (size and speed), or None."""
     if quiet:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1000, desc=entry.name,
-                file=sys.stderr, dynamic_ncols=True, leave=False)
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1000,
+        desc=entry.name,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        leave=False,
+    )
 
 
 def _size(path: Path) -> int:
@@ -290,7 +317,7 @@ def _take(chunks: Iterator[bytes], limit: int) -> Iterator[bytes]:
             return
 
 
-def _range_start(header: str) -> Optional[int]:
+def _range_start(header: str) -> int | None:
     """The first byte of ``Content-Range: bytes START-END/TOTAL``."""
     match = re.match(r"\s*bytes\s+(\d+)-", header)
     return int(match.group(1)) if match else None
@@ -312,8 +339,16 @@ def _reason(exc: BaseException) -> str:
 
 def _connection_text(exc: BaseException, url: str) -> str:
     host, text = _host(url), repr(exc) + _reason(exc)
-    if any(m in text for m in ("NameResolution", "Name or service not known", "name resolution",
-                               "getaddrinfo", "nodename nor servname")):
+    if any(
+        m in text
+        for m in (
+            "NameResolution",
+            "Name or service not known",
+            "name resolution",
+            "getaddrinfo",
+            "nodename nor servname",
+        )
+    ):
         return f"cannot look up {host} (DNS failed: no network?)"
     if "refused" in text.lower():
         return f"{host} refused the connection"
@@ -325,23 +360,34 @@ def _status_error(response: requests.Response, url: str, entry: ReleasedFile) ->
     if code == 403:
         return DownloadError(
             f"{host} refuses {entry.name} (403 Forbidden) at {url}: the file is no longer shared publicly, or its "
-            f"download quota is exceeded; {_by_hand(entry, url)}")
+            f"download quota is exceeded; {_by_hand(entry, url)}"
+        )
     if code == 404:
-        return DownloadError(f"{entry.name} is not at {url} (404 Not Found): a dead link; set ${SOURCE_ENV} to a "
-                             f"mirror, or {_by_hand(entry, url)}")
-    return DownloadError(f"{host} answered {code} {response.reason} for {entry.name} at {url}; "
-                         f"{_by_hand(entry, url)}")
+        return DownloadError(
+            f"{entry.name} is not at {url} (404 Not Found): a dead link; set ${SOURCE_ENV} to a "
+            f"mirror, or {_by_hand(entry, url)}"
+        )
+    return DownloadError(f"{host} answered {code} {response.reason} for {entry.name} at {url}; {_by_hand(entry, url)}")
 
 
 class _Transfer:
     """One URL into ``part``: the request (following Drive's pages, resuming with Range) and the stream."""
 
-    def __init__(self, session: requests.Session, url: str, part: Path, entry: ReleasedFile, folder: Path,
-                 quiet: bool, notify: Notify, note: str):
+    def __init__(
+        self,
+        session: requests.Session,
+        url: str,
+        part: Path,
+        entry: ReleasedFile,
+        folder: Path,
+        quiet: bool,
+        notify: Notify,
+        note: str,
+    ):
         self.session, self.url, self.part, self.entry, self.folder = session, url, part, entry, folder
         self.quiet, self.notify, self.note = quiet, notify, note
 
-    def _get(self, url: str, params: Optional[dict], offset: int) -> requests.Response:
+    def _get(self, url: str, params: dict | None, offset: int) -> requests.Response:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         try:
             response = self.session.get(url, params=params, headers=headers, stream=True, timeout=TIMEOUT)
@@ -356,7 +402,7 @@ class _Transfer:
             raise _Retry("status", f"{_host(url)} answered {response.status_code} {response.reason}")
         return response
 
-    def _open(self) -> Tuple[Optional[requests.Response], int, bytes]:
+    def _open(self) -> tuple[requests.Response | None, int, bytes]:
         """The response that carries the file, the offset it starts at, and its first chunk; no response when the
         server says the part is already complete (416)."""
         url, params = self.url, None
@@ -374,8 +420,9 @@ class _Transfer:
             if "text/html" in response.headers.get("Content-Type", "") or looks_like_html(first):
                 body = first + b"".join(_take(chunks, PAGE_LIMIT))
                 response.close()
-                url, params = _follow_page(body.decode("utf-8", "replace"), response.url or url, response,
-                                           self.session, self.entry)
+                url, params = _follow_page(
+                    body.decode("utf-8", "replace"), response.url or url, response, self.session, self.entry
+                )
                 continue
             if response.status_code == 206:
                 start = _range_start(response.headers.get("Content-Range", ""))
@@ -385,8 +432,9 @@ class _Transfer:
                     raise _Retry("range", f"{_host(url)} sent bytes from {start} when asked from {offset}")
                 return response, offset, first
             return response, 0, first  # 200: the whole file (a server that ignores Range: start over)
-        raise DownloadError(f"{self.url}: more than {MAX_PAGES} web pages before {self.entry.name}; "
-                            f"{_by_hand(self.entry, self.url)}")
+        raise DownloadError(
+            f"{self.url}: more than {MAX_PAGES} web pages before {self.entry.name}; {_by_hand(self.entry, self.url)}"
+        )
 
     def run(self) -> None:
         """One attempt; raises :class:`_Retry` for what another attempt may cure (the part keeps what came)."""
@@ -397,8 +445,11 @@ class _Transfer:
         length = response.headers.get("Content-Length", "")
         known = offset + int(length) if length.isdigit() else None  # the server's word, for the end check
         total = known or self.entry.size  # for the notice, the bar and the free-space check
-        what = (f"resuming {self.entry.name} at {offset / 1e6:.1f} of {self.entry.size_text(total)}" if offset
-                else f"downloading {self.entry.name} ({self.entry.size_text(total)})")
+        what = (
+            f"resuming {self.entry.name} at {offset / 1e6:.1f} of {self.entry.size_text(total)}"
+            if offset
+            else f"downloading {self.entry.name} ({self.entry.size_text(total)})"
+        )
         self.notify(f"{what} from {_host(self.url)} into {self.folder}" + (f" ({self.note})" if self.note else ""))
         bar = _bar(self.entry, total, offset, self.quiet)
         try:
@@ -413,8 +464,9 @@ class _Transfer:
             if bar is not None:
                 bar.close()
         if known is not None and _size(self.part) < known:
-            raise _Retry("broken", f"the transfer from {_host(self.url)} ended at {_size(self.part):,} of "
-                                   f"{known:,} bytes")
+            raise _Retry(
+                "broken", f"the transfer from {_host(self.url)} ended at {_size(self.part):,} of {known:,} bytes"
+            )
 
 
 def _download(transfer: _Transfer, retry: RetryPolicy) -> None:
@@ -431,26 +483,34 @@ def _download(transfer: _Transfer, retry: RetryPolicy) -> None:
                 kept = f"{part} keeps {_size(part) / 1e6:.1f} MB: run the same command again to resume"
                 raise DownloadError(f"{name}: {exc} ({attempt} tries); {kept}") from None
             if exc.kind == "status":
-                raise DownloadError(f"{name}: {exc} ({attempt} tries) at {url}; try again later, or set "
-                                    f"${SOURCE_ENV} to a mirror") from None
-            raise DownloadError(f"{name}: {exc} ({attempt} tries); check the network, or "
-                                f"{_by_hand(transfer.entry, url)}") from None
+                raise DownloadError(
+                    f"{name}: {exc} ({attempt} tries) at {url}; try again later, or set ${SOURCE_ENV} to a mirror"
+                ) from None
+            raise DownloadError(
+                f"{name}: {exc} ({attempt} tries); check the network, or {_by_hand(transfer.entry, url)}"
+            ) from None
 
 
 def _copy(src: Path, part: Path, entry: ReleasedFile, folder: Path, quiet: bool, notify: Notify, note: str) -> None:
     """A local file (fetched by hand, or a lab's share) into ``part``."""
     if not src.is_file():
         url = entry.sources[0] if entry.sources else "it"
-        raise DownloadError(f"{entry.name} is not in {src.parent}: fetch {url} by hand into that folder first, "
-                            "or give --source the folder that holds it")
+        raise DownloadError(
+            f"{entry.name} is not in {src.parent}: fetch {url} by hand into that folder first, "
+            "or give --source the folder that holds it"
+        )
     with open(src, "rb") as fin:
         if looks_like_html(fin.read(512)):
-            raise CheckpointError(f"{src}: an HTML page was saved instead of the model {entry.name}; fetch it "
-                                  "again (a browser saves Drive's warning page when the download did not start)")
+            raise CheckpointError(
+                f"{src}: an HTML page was saved instead of the model {entry.name}; fetch it "
+                "again (a browser saves Drive's warning page when the download did not start)"
+            )
         fin.seek(0)
         total = src.stat().st_size
-        notify(f"copying {entry.name} ({entry.size_text(total)}) from {src.parent} into {folder}"
-               + (f" ({note})" if note else ""))
+        notify(
+            f"copying {entry.name} ({entry.size_text(total)}) from {src.parent} into {folder}"
+            + (f" ({note})" if note else "")
+        )
         bar = _bar(entry, total, 0, quiet)
         try:
             with _writing(part, total, "wb") as fh:
@@ -468,14 +528,17 @@ def _copy(src: Path, part: Path, entry: ReleasedFile, folder: Path, quiet: bool,
 
 def _check_registry_hash(entry: ReleasedFile, sha: str, where: Path) -> None:
     if entry.sha256 and sha != entry.sha256:
-        raise CheckpointError(f"{where}: sha256 {sha[:12]}… is not that of {entry.name} in the registry "
-                              f"({entry.sha256[:12]}…): a damaged or different file")
+        raise CheckpointError(
+            f"{where}: sha256 {sha[:12]}… is not that of {entry.name} in the registry "
+            f"({entry.sha256[:12]}…): a damaged or different file"
+        )
 
 
 def _lock_mismatch(entry: ReleasedFile, sha: str, folder: Path, where: Path, record: dict, fix: str) -> CheckpointError:
     return CheckpointError(
         f"{where}: sha256 {sha[:12]}… differs from the {entry.name} recorded in {lock_path(folder)} "
-        f"({str(record.get('sha256'))[:12]}…, verified {record.get('verified')} from {record.get('source')}); {fix}")
+        f"({str(record.get('sha256'))[:12]}…, verified {record.get('verified')} from {record.get('source')}); {fix}"
+    )
 
 
 def _verify_part(part: Path, entry: ReleasedFile, folder: Path, force: bool) -> Verified:
@@ -489,8 +552,14 @@ def _verify_part(part: Path, entry: ReleasedFile, folder: Path, force: bool) -> 
         raise
     record = read_lock(folder).get(entry.name)
     if record and not force and record.get("sha256") != verified.sha256:
-        raise _lock_mismatch(entry, verified.sha256, folder, part, record,
-                             "if the new file is meant, rerun with --force to accept it (the part is kept)")
+        raise _lock_mismatch(
+            entry,
+            verified.sha256,
+            folder,
+            part,
+            record,
+            "if the new file is meant, rerun with --force to accept it (the part is kept)",
+        )
     return verified
 
 
@@ -500,13 +569,20 @@ def _existing(entry: ReleasedFile, path: Path, folder: Path, notify: Notify) -> 
     if record:
         sha = sha256_of(path)
         if sha != record.get("sha256"):
-            raise _lock_mismatch(entry, sha, folder, path, record,
-                                 f"it was replaced or damaged: `danna download --force {entry.name}` fetches it "
-                                 "again, `--source DIR --force` imports another copy")
+            raise _lock_mismatch(
+                entry,
+                sha,
+                folder,
+                path,
+                record,
+                f"it was replaced or damaged: `danna download --force {entry.name}` fetches it "
+                "again, `--source DIR --force` imports another copy",
+            )
         _check_registry_hash(entry, sha, path)
         notify(f"{entry.name}: already there (matches the lock)")
-        return Verified(entry.name, path, sha, path.stat().st_size, record.get("params"),
-                        record.get("detail") or "matches the lock")
+        return Verified(
+            entry.name, path, sha, path.stat().st_size, record.get("params"), record.get("detail") or "matches the lock"
+        )
     verified = verify_file(path, entry)
     _check_registry_hash(entry, verified.sha256, path)
     _record(folder, verified, f"found in {folder}")
@@ -515,14 +591,25 @@ def _existing(entry: ReleasedFile, path: Path, folder: Path, notify: Notify) -> 
 
 
 def _offline_error(entry: ReleasedFile, folder: Path, urls: Sequence[str]) -> DownloadError:
-    return DownloadError(f"{OFFLINE_ENV}=1 forbids downloads, and {entry.name} ({entry.size_text()}, "
-                         f"{', '.join(urls)}) is missing from {folder}: run `danna download {entry.name}` on a "
-                         f"machine with network and copy the file here, or fetch {urls[0]} by hand into a folder "
-                         f"DIR and run `danna download --source DIR {entry.name}`")
+    return DownloadError(
+        f"{OFFLINE_ENV}=1 forbids downloads, and {entry.name} ({entry.size_text()}, "
+        f"{', '.join(urls)}) is missing from {folder}: run `danna download {entry.name}` on a "
+        f"machine with network and copy the file here, or fetch {urls[0]} by hand into a folder "
+        f"DIR and run `danna download --source DIR {entry.name}`"
+    )
 
 
-def _fetch_one(entry: ReleasedFile, folder: Path, source: Optional[PathLike], force: bool, quiet: bool,
-               notify: Notify, retry: RetryPolicy, session: requests.Session, note: str) -> Verified:
+def _fetch_one(
+    entry: ReleasedFile,
+    folder: Path,
+    source: PathLike | None,
+    force: bool,
+    quiet: bool,
+    notify: Notify,
+    retry: RetryPolicy,
+    session: requests.Session,
+    note: str,
+) -> Verified:
     final = folder / entry.name
     if final.is_file() and not force:
         return _existing(entry, final, folder, notify)
@@ -534,7 +621,7 @@ def _fetch_one(entry: ReleasedFile, folder: Path, source: Optional[PathLike], fo
     except OSError as exc:
         raise DownloadError(f"cannot create the checkpoint folder {folder} ({exc.strerror or exc})") from None
     part = folder / f"{entry.name}.part"
-    failures: List[DannaError] = []
+    failures: list[DannaError] = []
     for where in candidates:
         try:
             try:
@@ -562,11 +649,19 @@ def _fetch_one(entry: ReleasedFile, folder: Path, source: Optional[PathLike], fo
     raise DownloadError(f"{entry.name}: every source failed: " + " | ".join(map(str, failures)))
 
 
-def _fetch_all(entries: Sequence[ReleasedFile], folder: PathLike, source: Optional[PathLike], force: bool,
-               quiet: bool, notify: Notify, retry: RetryPolicy, note: str) -> List[Verified]:
+def _fetch_all(
+    entries: Sequence[ReleasedFile],
+    folder: PathLike,
+    source: PathLike | None,
+    force: bool,
+    quiet: bool,
+    notify: Notify,
+    retry: RetryPolicy,
+    note: str,
+) -> list[Verified]:
     folder = Path(folder).expanduser()
-    done: List[Verified] = []
-    failed: List[Tuple[ReleasedFile, DannaError]] = []
+    done: list[Verified] = []
+    failed: list[tuple[ReleasedFile, DannaError]] = []
     with requests.Session() as session:
         session.headers["User-Agent"] = f"danna-sep/{__version__} python-requests/{requests.__version__}"
         for entry in entries:
@@ -579,14 +674,23 @@ def _fetch_all(entries: Sequence[ReleasedFile], folder: PathLike, source: Option
     if len(failed) == 1:
         raise failed[0][1]
     if failed:
-        raise DownloadError(f"{len(failed)} of {len(entries)} files failed (the others are in {folder}): "
-                            + " | ".join(str(exc) for _, exc in failed))
+        raise DownloadError(
+            f"{len(failed)} of {len(entries)} files failed (the others are in {folder}): "
+            + " | ".join(str(exc) for _, exc in failed)
+        )
     return done
 
 
-def fetch(entries: Sequence[ReleasedFile], folder: PathLike, *, source: Optional[PathLike] = None,
-          force: bool = False, quiet: bool = False, notify: Notify = print,
-          retry: RetryPolicy = RETRY) -> List[Verified]:
+def fetch(
+    entries: Sequence[ReleasedFile],
+    folder: PathLike,
+    *,
+    source: PathLike | None = None,
+    force: bool = False,
+    quiet: bool = False,
+    notify: Notify = print,
+    retry: RetryPolicy = RETRY,
+) -> list[Verified]:
     """Get every entry into ``folder`` verified, and record it in the folder's lock file.
 
     A file already there is checked against its lock record (hash), or verified and recorded; ``force`` fetches it
@@ -596,9 +700,16 @@ def fetch(entries: Sequence[ReleasedFile], folder: PathLike, *, source: Optional
     return _fetch_all(entries, folder, source, force, quiet, notify, retry, note="")
 
 
-def ensure(entries: Sequence[ReleasedFile], folder: PathLike, *, allow_download: bool,
-           source: Optional[PathLike] = None, quiet: bool = False, notify: Notify = print,
-           retry: RetryPolicy = RETRY) -> List[Verified]:
+def ensure(
+    entries: Sequence[ReleasedFile],
+    folder: PathLike,
+    *,
+    allow_download: bool,
+    source: PathLike | None = None,
+    quiet: bool = False,
+    notify: Notify = print,
+    retry: RetryPolicy = RETRY,
+) -> list[Verified]:
     """First use: fetch the entries missing from ``folder`` (one notice per file) and return what was fetched.
     Where downloads are forbidden (``allow_download=False``, or ``$DANNA_OFFLINE`` with a network source), raise
     one :class:`DownloadError` naming every missing file, its size and URL, and the command that gets them."""
@@ -615,7 +726,8 @@ def ensure(entries: Sequence[ReleasedFile], folder: PathLike, *, allow_download:
         raise DownloadError(
             f"missing from {folder}: {listing}; {why}: run `danna download --dir {folder} {names}` where there is "
             f"network, or fetch the URLs by hand into a folder DIR and run "
-            f"`danna download --source DIR --dir {folder} {names}`")
+            f"`danna download --source DIR --dir {folder} {names}`"
+        )
     return _fetch_all(missing, folder, source, False, quiet, notify, retry, note=ENSURE_NOTE)
 
 
@@ -627,13 +739,13 @@ class FileState:
     """What a checkpoint folder holds of one registry entry (for ``danna models``)."""
 
     entry: ReleasedFile
-    size: Optional[int]  # bytes on disk, None when missing
+    size: int | None  # bytes on disk, None when missing
     status: str  # "verified", "present, unverified", "missing", "wrong hash"
     partial: int  # bytes of an unfinished download (<name>.part), 0 if none
-    imported: Optional[bool]  # its import is in the folder; None where the file is not importable
+    imported: bool | None  # its import is in the folder; None where the file is not importable
 
 
-def file_states(entries: Sequence[ReleasedFile], folder: PathLike) -> List[FileState]:
+def file_states(entries: Sequence[ReleasedFile], folder: PathLike) -> list[FileState]:
     """Each entry's state in ``folder``: "verified" when its hash is the lock's (or the registry's)."""
     folder = Path(folder).expanduser()
     lock = read_lock(folder)
@@ -656,7 +768,7 @@ def file_states(entries: Sequence[ReleasedFile], folder: PathLike) -> List[FileS
     return states
 
 
-def source_of(entry: ReleasedFile, source: Optional[PathLike] = None) -> str:
+def source_of(entry: ReleasedFile, source: PathLike | None = None) -> str:
     """Where ``entry`` would come from, in a word: a host name or a folder."""
     try:
         where = _candidates(entry, source)[0]

@@ -15,13 +15,14 @@ own with the same layout). Each entry names one file as it is saved in a checkpo
 ``sets`` name groups of files: ``default`` (what the default blend runs, importable), ``original`` (the files
 danna-sep 1.0.2 downloads) and ``all``.
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import ConfigError
 
@@ -39,13 +40,13 @@ class ReleasedFile:
     role: str
     format: str
     title: str
-    size: Optional[int]
+    size: int | None
     params: int
-    sha256: Optional[str] = None
-    sources: Tuple[str, ...] = ()
-    imported: Optional[str] = None
+    sha256: str | None = None
+    sources: tuple[str, ...] = ()
+    imported: str | None = None
 
-    def size_text(self, size: Optional[int] = None) -> str:
+    def size_text(self, size: int | None = None) -> str:
         """``"63.1 MB"`` (decimal megabytes, as download tools show them), or ``"size unknown"``."""
         size = self.size if size is None else size
         return "size unknown" if size is None else f"{size / 1e6:.1f} MB"
@@ -58,9 +59,9 @@ class ReleasedFile:
 class Registry:
     """All :class:`ReleasedFile` entries and the named sets of them."""
 
-    files: Tuple[ReleasedFile, ...]
-    sets: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
-    path: Optional[Path] = None
+    files: tuple[ReleasedFile, ...]
+    sets: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    path: Path | None = None
 
     def get(self, name: str) -> ReleasedFile:
         for entry in self.files:
@@ -68,21 +69,21 @@ class Registry:
                 return entry
         raise ConfigError(f"unknown model file {name!r}; known: {', '.join(self.names())}")
 
-    def names(self) -> List[str]:
+    def names(self) -> list[str]:
         return [e.name for e in self.files]
 
-    def for_role(self, role: str) -> List[ReleasedFile]:
+    def for_role(self, role: str) -> list[ReleasedFile]:
         """The files of ``role`` in registry order (the order of preference for downloads)."""
         return [e for e in self.files if e.role == role]
 
-    def imported_names(self, role: str) -> List[str]:
+    def imported_names(self, role: str) -> list[str]:
         return [e.imported for e in self.for_role(role) if e.imported]
 
-    def resolve(self, names: Iterable[str]) -> List[ReleasedFile]:
+    def resolve(self, names: Iterable[str]) -> list[ReleasedFile]:
         """Entries for file names, roles (their ``default``-set file, else their first) or set names, in the given
         order without repeats; nothing given means the ``default`` set."""
         names = list(names) or ["default"]
-        out: Dict[str, ReleasedFile] = {}
+        out: dict[str, ReleasedFile] = {}
         for name in names:
             if name in self.sets:
                 picked = [self.get(n) for n in self.sets[name]]
@@ -94,7 +95,8 @@ class Registry:
                 except ConfigError:
                     raise ConfigError(
                         f"unknown model {name!r}: give a file name ({', '.join(self.names())}), a role "
-                        f"({', '.join(ROLES)}) or a set ({', '.join(self.sets)})") from None
+                        f"({', '.join(ROLES)}) or a set ({', '.join(self.sets)})"
+                    ) from None
             for entry in picked:
                 out.setdefault(entry.name, entry)
         return list(out.values())
@@ -115,8 +117,12 @@ def _entry(raw: object, where: str) -> ReleasedFile:
     unknown = sorted(set(raw) - allowed)
     missing = sorted({"name", "role", "format", "title", "params"} - set(raw))
     if unknown or missing:
-        raise ConfigError(f"{where}: " + "; ".join(
-            ([f"unknown key(s) {unknown}"] if unknown else []) + ([f"missing key(s) {missing}"] if missing else [])))
+        raise ConfigError(
+            f"{where}: "
+            + "; ".join(
+                ([f"unknown key(s) {unknown}"] if unknown else []) + ([f"missing key(s) {missing}"] if missing else [])
+            )
+        )
     if raw["role"] not in ROLES:
         raise ConfigError(f"{where}.role: {raw['role']!r} is not one of {', '.join(ROLES)}")
     if raw["format"] not in FORMATS:
@@ -126,15 +132,21 @@ def _entry(raw: object, where: str) -> ReleasedFile:
         raise ConfigError(f"{where}.sha256: expected 64 hex digits or null, got {sha!r}")
     try:
         return ReleasedFile(
-            name=str(raw["name"]), role=raw["role"], format=raw["format"], title=str(raw["title"]),
-            size=None if raw.get("size") is None else int(raw["size"]), params=int(raw["params"]),
-            sha256=sha.lower() if sha else None, sources=tuple(str(s) for s in raw.get("sources") or ()),
-            imported=raw.get("imported") or None)
+            name=str(raw["name"]),
+            role=raw["role"],
+            format=raw["format"],
+            title=str(raw["title"]),
+            size=None if raw.get("size") is None else int(raw["size"]),
+            params=int(raw["params"]),
+            sha256=sha.lower() if sha else None,
+            sources=tuple(str(s) for s in raw.get("sources") or ()),
+            imported=raw.get("imported") or None,
+        )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def load_registry(path: Optional[os.PathLike] = None) -> Registry:
+def load_registry(path: os.PathLike | None = None) -> Registry:
     """The registry at ``path``, else ``$DANNA_MODEL_REGISTRY``, else the package's ``models.json``."""
     path = Path(path or os.environ.get(REGISTRY_ENV) or Path(__file__).with_name("models.json")).expanduser()
     try:
@@ -149,7 +161,7 @@ def load_registry(path: Optional[os.PathLike] = None) -> Registry:
     names = [f.name for f in files]
     if len(set(names)) != len(names):
         raise ConfigError(f"model registry {path}: file names repeat: {names}")
-    sets: Dict[str, Tuple[str, ...]] = {}
+    sets: dict[str, tuple[str, ...]] = {}
     for key, members in (data.get("sets") or {}).items():
         unknown = [m for m in members if m not in names]
         if unknown:
@@ -158,7 +170,7 @@ def load_registry(path: Optional[os.PathLike] = None) -> Registry:
     return Registry(files, sets, path)
 
 
-def released_names(role: str, registry: Optional[Registry] = None) -> Tuple[str, ...]:
+def released_names(role: str, registry: Registry | None = None) -> tuple[str, ...]:
     """File names of ``role``'s released files, in registry order."""
     return tuple(e.name for e in (registry or load_registry()).for_role(role))
 

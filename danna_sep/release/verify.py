@@ -14,18 +14,28 @@
 Every failure is a :class:`CheckpointError` of one line that names the file. The hash is not checked here: what
 it must be comes from the folder's lock file or the registry (:mod:`danna_sep.release.download`).
 """
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
 
 import torch
 
 from ..errors import CheckpointError
-from ..inference import (DOMAIN_OF_ROLE, LoadedModel, ModelInfo, _is_torchscript_archive, _load_onnx, _quiet_jit,
-                         check_contract, example_input, load_model)
+from ..inference import (
+    DOMAIN_OF_ROLE,
+    LoadedModel,
+    ModelInfo,
+    _is_torchscript_archive,
+    _load_onnx,
+    _quiet_jit,
+    check_contract,
+    example_input,
+    load_model,
+)
 from .registry import ReleasedFile
 
 HASH_BLOCK = 1 << 20
@@ -45,7 +55,7 @@ class Verified:
     path: Path
     sha256: str
     size: int
-    params: Optional[int]
+    params: int | None
     detail: str  # one line, e.g. "TorchScript, 15,676,652 parameters, I/O contract ok"
 
 
@@ -73,11 +83,12 @@ def _asteroid_weights(state: dict) -> int:
     from .asteroid_xumx import _WINDOW_KEYS
 
     skip = ("running_mean", "running_var", "num_batches_tracked")
-    return _numel(v for k, v in state.items()
-                  if isinstance(v, torch.Tensor) and k not in _WINDOW_KEYS and not k.endswith(skip))
+    return _numel(
+        v for k, v in state.items() if isinstance(v, torch.Tensor) and k not in _WINDOW_KEYS and not k.endswith(skip)
+    )
 
 
-def count_params(path: Path, entry: ReleasedFile) -> Optional[int]:
+def count_params(path: Path, entry: ReleasedFile) -> int | None:
     """Parameters in the file as its format counts them; None for ONNX without the ``onnx`` package."""
     path = Path(path)
     if entry.format == "torchscript":
@@ -122,12 +133,12 @@ def _asteroid_package(path: Path) -> dict:
     return package
 
 
-def _load(path: Path, entry: ReleasedFile) -> tuple[LoadedModel, Optional[int]]:
+def _load(path: Path, entry: ReleasedFile) -> tuple[LoadedModel, int | None]:
     """The file as a model under the I/O contract, and its parameter count."""
     role = _LOAD_ROLE.get(entry.role, entry.role)
     if entry.format == "asteroid":
-        from .asteroid_xumx import convert_asteroid_xumx
         from ..models.xumx import X_UMX
+        from .asteroid_xumx import convert_asteroid_xumx
 
         package = _asteroid_package(path)
         converted = convert_asteroid_xumx(package, name=str(path))
@@ -155,15 +166,19 @@ def verify_file(path: Path, entry: ReleasedFile) -> Verified:
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read {entry.name} ({exc.strerror or exc})") from None
     if looks_like_html(head):
-        raise CheckpointError(f"{path}: an HTML page was saved instead of the model {entry.name} (a download that "
-                              f"got a web page); delete it and run `danna download {entry.name}`")
+        raise CheckpointError(
+            f"{path}: an HTML page was saved instead of the model {entry.name} (a download that "
+            f"got a web page); delete it and run `danna download {entry.name}`"
+        )
     if size == 0:
-        raise CheckpointError(f"{path}: empty file instead of the model {entry.name}; delete it and run "
-                              f"`danna download {entry.name}`")
+        raise CheckpointError(
+            f"{path}: empty file instead of the model {entry.name}; delete it and run `danna download {entry.name}`"
+        )
     loaded, params = _load(path, entry)
     if params is not None and not entry.params_ok(params):
-        raise CheckpointError(f"{path}: {params:,} parameters, but {entry.name} has {entry.params:,} (±1 %): not "
-                              "the released model")
+        raise CheckpointError(
+            f"{path}: {params:,} parameters, but {entry.name} has {entry.params:,} (±1 %): not the released model"
+        )
     want = DOMAIN_OF_ROLE[_LOAD_ROLE.get(entry.role, entry.role)]
     if loaded.info.domain != want:
         raise CheckpointError(f"{path}: a {loaded.info.domain} model, but {entry.name} ({entry.role}) is {want}")
@@ -179,5 +194,6 @@ def verify_file(path: Path, entry: ReleasedFile) -> Verified:
     if not torch.isfinite(y).all():
         raise CheckpointError(f"{path}: non-finite output (NaN or inf) for a short test signal: damaged weights")
     counted = f"{params:,} parameters" if params is not None else "parameters not counted (no 'onnx' package)"
-    return Verified(entry.name, path, sha256_of(path), size, params,
-                    f"{_FORMAT_TITLE[entry.format]}, {counted}, I/O contract ok")
+    return Verified(
+        entry.name, path, sha256_of(path), size, params, f"{_FORMAT_TITLE[entry.format]}, {counted}, I/O contract ok"
+    )

@@ -28,21 +28,57 @@ decoded whole. :mod:`.files` checks a run's outputs and reads each input's heade
 
 Tuning constants live in the module that reads them (monkeypatch them there): ``streams.ORIGINAL_UNET_CHUNK``, …
 """
+
 from ..checkpoints import MODEL_FILES, checkpoint_dir, find_model_files, model_search_order
 from ..runtime import resolve_device
 from .files import FileJob, FileResult, find_inputs, prepare_file, prepare_files, track_name
 from .separator import MAX_SHIFT_SECONDS, ORIGINAL_END_PAD, Progress, Separator
 from .stems import StemPlan, plan_for, stem_plan, stem_sources
-from .streams import (ORIGINAL_CLAMP, ORIGINAL_SHORT_CHUNK, ORIGINAL_UNET_CHUNK, WAVEFORM_BATCH, WAVEFORM_MARGIN,
-                      ModelCalls, StreamOptions, model_stream)
+from .streams import (
+    ORIGINAL_CLAMP,
+    ORIGINAL_SHORT_CHUNK,
+    ORIGINAL_UNET_CHUNK,
+    WAVEFORM_BATCH,
+    WAVEFORM_MARGIN,
+    ModelCalls,
+    StreamOptions,
+    model_stream,
+)
 from .timeline import StreamingISTFT, _equal_length_groups, crossfade, plan_segments  # noqa: F401 — private: tests
 from .tracks import FileReader, TensorReader, TrackReader, _read_padded  # noqa: F401 — private: tests
 
 __all__ = [
-    "Separator", "Progress", "FileResult", "FileJob", "prepare_file", "prepare_files", "find_inputs", "track_name",
-    "StemPlan", "stem_plan", "stem_sources", "plan_for", "TrackReader", "TensorReader", "FileReader",
-    "StreamingISTFT", "plan_segments", "crossfade", "StreamOptions", "ModelCalls", "model_stream",
-    "MODEL_FILES", "checkpoint_dir", "find_model_files", "model_search_order", "resolve_device",
-    "MAX_SHIFT_SECONDS", "ORIGINAL_END_PAD", "ORIGINAL_UNET_CHUNK", "ORIGINAL_SHORT_CHUNK", "ORIGINAL_CLAMP",
-    "WAVEFORM_MARGIN", "WAVEFORM_BATCH",
+    "MAX_SHIFT_SECONDS",
+    "MODEL_FILES",
+    "ORIGINAL_CLAMP",
+    "ORIGINAL_END_PAD",
+    "ORIGINAL_SHORT_CHUNK",
+    "ORIGINAL_UNET_CHUNK",
+    "WAVEFORM_BATCH",
+    "WAVEFORM_MARGIN",
+    "FileJob",
+    "FileReader",
+    "FileResult",
+    "ModelCalls",
+    "Progress",
+    "Separator",
+    "StemPlan",
+    "StreamOptions",
+    "StreamingISTFT",
+    "TensorReader",
+    "TrackReader",
+    "checkpoint_dir",
+    "crossfade",
+    "find_inputs",
+    "find_model_files",
+    "model_search_order",
+    "model_stream",
+    "plan_for",
+    "plan_segments",
+    "prepare_file",
+    "prepare_files",
+    "resolve_device",
+    "stem_plan",
+    "stem_sources",
+    "track_name",
 ]

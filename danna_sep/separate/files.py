@@ -1,9 +1,10 @@
 """The files of a run: the inputs, where each one's stems go (checked and probed once, up front), what was written."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .. import PathLike
 from ..audio import FFMPEG_EXTENSIONS, SOUNDFILE_EXTENSIONS, AudioInfo, audio_info
@@ -17,7 +18,7 @@ class FileJob:
     ``plan`` and the file's header ``info``."""
 
     input: Path
-    outputs: Dict[str, Path]
+    outputs: dict[str, Path]
     plan: StemPlan
     info: AudioInfo
     overwrite: bool
@@ -33,8 +34,8 @@ class FileResult:
     formats), the track's duration and the wall time, both in seconds."""
 
     input: Path
-    outputs: Dict[str, Path]
-    clipped: Dict[str, int]
+    outputs: dict[str, Path]
+    clipped: dict[str, int]
     duration: float
     seconds: float
 
@@ -53,7 +54,7 @@ def prepare_file(path: PathLike, destinations: Mapping[str, PathLike], overwrite
     return FileJob(Path(path), outputs, plan, audio_info(path), overwrite)
 
 
-def track_name(path: Path) -> Tuple[str, str]:
+def track_name(path: Path) -> tuple[str, str]:
     """``({track}, {trackext})`` of the output template: the name without its extension (``.stem.mp4`` and
     ``.stem.m4a`` count as one) and that extension."""
     name = path.name
@@ -63,38 +64,42 @@ def track_name(path: Path) -> Tuple[str, str]:
     return path.stem, path.suffix.lstrip(".")
 
 
-def prepare_files(inputs: Sequence[Path], stems: Sequence[str], outdir: Path, template: str, ext: str,
-                  overwrite: bool = False) -> Tuple[List[FileJob], List[Tuple[Path, DannaError]]]:
+def prepare_files(
+    inputs: Sequence[Path], stems: Sequence[str], outdir: Path, template: str, ext: str, overwrite: bool = False
+) -> tuple[list[FileJob], list[tuple[Path, DannaError]]]:
     """A :class:`FileJob` per input, its stems at ``outdir / template.format(track=, trackext=, stem=, ext=)``,
     and the inputs that cannot run, with why (their outputs exist or clash with an earlier input's, or the file
     cannot be read)."""
-    jobs: List[FileJob] = []
-    failures: List[Tuple[Path, DannaError]] = []
-    claimed: Dict[Path, Path] = {}
+    jobs: list[FileJob] = []
+    failures: list[tuple[Path, DannaError]] = []
+    claimed: dict[Path, Path] = {}
     for path in inputs:
         track, trackext = track_name(path)
         try:
-            dests = {stem: outdir / template.format(track=track, trackext=trackext, stem=stem, ext=ext)
-                     for stem in stems}
+            dests = {
+                stem: outdir / template.format(track=track, trackext=trackext, stem=stem, ext=ext) for stem in stems
+            }
             clash = next((claimed[d] for d in dests.values() if d in claimed), None)
             if clash is not None:
-                raise ConfigError(f"its outputs would overwrite those of {clash}; use {{trackext}} or a folder in "
-                                  "--filename to tell them apart")
+                raise ConfigError(
+                    f"its outputs would overwrite those of {clash}; use {{trackext}} or a folder in "
+                    "--filename to tell them apart"
+                )
             job = prepare_file(path, dests, overwrite)
         except DannaError as exc:
             failures.append((path, exc))
             continue
-        claimed.update({d: path for d in dests.values()})
+        claimed.update(dict.fromkeys(dests.values(), path))
         jobs.append(job)
     return jobs, failures
 
 
-def find_inputs(paths: List[Path], exclude: Optional[Path] = None) -> List[Path]:
+def find_inputs(paths: list[Path], exclude: Path | None = None) -> list[Path]:
     """Files as given, folders searched recursively for audio files (sorted; hidden files and anything inside
     ``exclude``, the output folder, are skipped). Missing paths are kept, to be reported as failures."""
     extensions = set(SOUNDFILE_EXTENSIONS + FFMPEG_EXTENSIONS)
     skip = exclude.resolve() if exclude is not None else None
-    found: List[Path] = []
+    found: list[Path] = []
     for path in paths:
         if not path.is_dir():
             found.append(path)
@@ -106,7 +111,7 @@ def find_inputs(paths: List[Path], exclude: Optional[Path] = None) -> List[Path]
             if skip is not None and skip != path.resolve() and skip in f.resolve().parents:
                 continue
             found.append(f)
-    unique: Dict[Path, None] = {}
+    unique: dict[Path, None] = {}
     for f in found:
         unique.setdefault(f, None)
     return list(unique)

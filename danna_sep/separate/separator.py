@@ -1,14 +1,15 @@
 """The Separator: loads the models, runs their streams (and shifts) over a track and blends their stems."""
+
 from __future__ import annotations
 
 import queue
 import random
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -24,8 +25,15 @@ from ..runtime import resolve_device, trim_above
 from .files import FileJob, FileResult, prepare_file
 from .stems import StemPlan, stem_plan
 from .streams import ModelCalls, StreamOptions, model_stream
-from .tracks import (TensorReader, TrackReader, _open_track, _output_channels, _PaddedReader, _ShiftedReader,
-                     _StreamResampler)
+from .tracks import (
+    TensorReader,
+    TrackReader,
+    _open_track,
+    _output_channels,
+    _PaddedReader,
+    _ShiftedReader,
+    _StreamResampler,
+)
 
 MAX_SHIFT_SECONDS = 0.5  # random shifts are drawn in [0, 0.5 s), as Demucs does
 ORIGINAL_END_PAD = 1024  # what danna-sep 1.0.2 did (``original=True``): 1024 zeros after the track
@@ -38,8 +46,8 @@ class _Work:
     track: str
     duration: float
     streams: int
-    callback: Optional[Callable[["Progress"], None]]
-    done: List[float] = field(default_factory=list)
+    callback: Callable[[Progress], None] | None
+    done: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.done = [0.0] * self.streams
@@ -96,11 +104,23 @@ class Separator:
     samplerate = SAMPLE_RATE
     sources = SOURCES
 
-    def __init__(self, models: Mapping[str, LoadedModel], bag: Bag = ORIGINAL_BAG, *, segment: Optional[float] = None,
-                 overlap: float = OVERLAP, split: bool = True, niter: int = NITER,
-                 wiener_window: Optional[int] = WIENER_WINDOW, shifts: int = SHIFTS, seed: int = 0,
-                 parallel: bool = False, memory_limit: Optional[float] = MEMORY_LIMIT_GIB,
-                 progress: Optional[Callable[[Progress], None]] = None, original: bool = False):
+    def __init__(
+        self,
+        models: Mapping[str, LoadedModel],
+        bag: Bag = ORIGINAL_BAG,
+        *,
+        segment: float | None = None,
+        overlap: float = OVERLAP,
+        split: bool = True,
+        niter: int = NITER,
+        wiener_window: int | None = WIENER_WINDOW,
+        shifts: int = SHIFTS,
+        seed: int = 0,
+        parallel: bool = False,
+        memory_limit: float | None = MEMORY_LIMIT_GIB,
+        progress: Callable[[Progress], None] | None = None,
+        original: bool = False,
+    ):
         missing = [m for m in bag.models if m not in models]
         if missing:
             raise ConfigError(f"the blend uses {missing} but no such model was given (have {sorted(models)})")
@@ -116,9 +136,11 @@ class Separator:
             raise ConfigError(f"shifts must be >= 1, got {shifts}")
         if memory_limit is not None and not memory_limit > 0:
             raise ConfigError(f"memory limit must be > 0 GiB (or None), got {memory_limit}")
-        for role, model in models.items():
+        for _role, model in models.items():
             if model.info.sample_rate != SAMPLE_RATE:
-                raise CheckpointError(f"{model.name}: runs at {model.info.sample_rate} Hz, danna-sep at {SAMPLE_RATE} Hz")
+                raise CheckpointError(
+                    f"{model.name}: runs at {model.info.sample_rate} Hz, danna-sep at {SAMPLE_RATE} Hz"
+                )
             if model.info.channels not in (1, 2):
                 raise CheckpointError(f"{model.name}: takes {model.info.channels} channels; 1 or 2 are supported")
         if original:
@@ -137,10 +159,20 @@ class Separator:
     # -------------------------------------------------------------------------------------------- construction
 
     @classmethod
-    def from_checkpoints(cls, directory: Optional[PathLike] = None, *, fast: bool = False,
-                         bag: Union[Bag, PathLike, None] = None, device: str = "auto", download: bool = False,
-                         source: Optional[str] = None, imported: bool = True,
-                         notify: Callable[[str], None] = print, quiet: bool = False, **options) -> "Separator":
+    def from_checkpoints(
+        cls,
+        directory: PathLike | None = None,
+        *,
+        fast: bool = False,
+        bag: Bag | PathLike | None = None,
+        device: str = "auto",
+        download: bool = False,
+        source: str | None = None,
+        imported: bool = True,
+        notify: Callable[[str], None] = print,
+        quiet: bool = False,
+        **options,
+    ) -> Separator:
         """Load the models of ``bag`` (default: the original blend, or the fast one) from a checkpoint folder.
 
         ``directory``: the folder holding the models (:func:`model_search_order`: the imported released weights
@@ -148,9 +180,9 @@ class Separator:
         ``demucs_4_decoders.pth``, or your own exports under those names); default ``$DANNA_CHECKPOINTS``, else
         ``~/danna-sep-checkpoints``. ``download``: fetch missing released files first (and import them into our
         models), announcing each with ``notify`` (``quiet``: without progress bars), unless ``$DANNA_OFFLINE``
-        is set; ``source``: a mirror URL or folder for that (:func:`danna_sep.release.download.fetch`). ``imported``: False runs the released
-        TorchScript/ONNX files themselves even where their imports exist. ``device``: ``cpu``, ``cuda``, ``mps``
-        or ``auto``. Other keyword arguments go to :class:`Separator`.
+        is set; ``source``: a mirror URL or folder for that (:func:`danna_sep.release.download.fetch`).
+        ``imported``: False runs the released TorchScript/ONNX files themselves even where their imports exist.
+        ``device``: ``cpu``, ``cuda``, ``mps`` or ``auto``. Other keyword arguments go to :class:`Separator`.
         """
         if bag is None:
             bag = FAST_BAG if fast else ORIGINAL_BAG
@@ -168,30 +200,45 @@ class Separator:
         return cls(models, bag, **options)
 
     @classmethod
-    def from_pretrained(cls, directory: Optional[PathLike] = None, *, fast: bool = False, device: str = "auto",
-                        download: bool = True, **options) -> "Separator":
+    def from_pretrained(
+        cls,
+        directory: PathLike | None = None,
+        *,
+        fast: bool = False,
+        device: str = "auto",
+        download: bool = True,
+        **options,
+    ) -> Separator:
         """The released Danna-Sep models (MDX 2021), downloaded into the checkpoint folder on first use (about
         1 GB; ``download=False`` or ``$DANNA_OFFLINE=1`` forbid it) and run through danna-sep's own models.
         Same arguments as :meth:`from_checkpoints`."""
         return cls.from_checkpoints(directory, fast=fast, device=device, download=download, **options)
 
-    def describe_models(self) -> List[str]:
+    def describe_models(self) -> list[str]:
         """One line per model of the blend: its role and the file (and format) it runs from."""
         names = {"xumx": "X-UMX", "unet": "U-Net", "demucs": "Demucs"}
         lines = []
         for role in self.bag.models:
             model = self.models[role]
             where = model.path.name if model.path else model.name
-            kind = {"checkpoint": "danna-sep model", "torchscript": "TorchScript", "onnx": "ONNX"}.get(model.kind,
-                                                                                                     model.kind)
+            kind = {"checkpoint": "danna-sep model", "torchscript": "TorchScript", "onnx": "ONNX"}.get(
+                model.kind, model.kind
+            )
             lines.append(f"{names.get(role, role)}: {where} ({kind}, {model.device.type})")
         return lines
 
     # ------------------------------------------------------------------------------------------------ public API
 
-    def separate(self, wav: Tensor, sample_rate: int, *, output_rate: Optional[int] = None,
-                 stems: Optional[Sequence[str]] = None, two_stems: Optional[str] = None,
-                 progress: Optional[Callable[[Progress], None]] = None) -> Dict[str, Tensor]:
+    def separate(
+        self,
+        wav: Tensor,
+        sample_rate: int,
+        *,
+        output_rate: int | None = None,
+        stems: Sequence[str] | None = None,
+        two_stems: str | None = None,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> dict[str, Tensor]:
         """Separate an in-memory waveform ``(channels, samples)`` (or ``(samples,)``) at ``sample_rate``.
 
         Returns ``{stem: (channels, samples')}`` at ``output_rate`` (default 44100 Hz), float32 on the CPU; a mono
@@ -204,9 +251,16 @@ class Separator:
         reader = TensorReader(wav)
         return self._collect(reader, "<tensor>", output_rate, stem_plan(stems, two_stems), progress)
 
-    def separate_file(self, path: PathLike, *, output_rate: Optional[int] = None, keep_rate: bool = False,
-                      stems: Optional[Sequence[str]] = None, two_stems: Optional[str] = None,
-                      progress: Optional[Callable[[Progress], None]] = None) -> Dict[str, Tensor]:
+    def separate_file(
+        self,
+        path: PathLike,
+        *,
+        output_rate: int | None = None,
+        keep_rate: bool = False,
+        stems: Sequence[str] | None = None,
+        two_stems: str | None = None,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> dict[str, Tensor]:
         """Separate an audio file; returns ``{stem: (channels, samples)}`` as :meth:`separate`.
 
         ``keep_rate``: return stems at the file's sample rate instead of 44100 Hz.
@@ -215,20 +269,34 @@ class Separator:
             out_rate = rate if keep_rate else output_rate
             return self._collect(reader, Path(path).name, out_rate, stem_plan(stems, two_stems), progress)
 
-    def separate_to_files(self, path: PathLike, destinations: Mapping[str, PathLike], *, subtype: str = "PCM_16",
-                          keep_rate: bool = False, overwrite: bool = False,
-                          progress: Optional[Callable[[Progress], None]] = None) -> FileResult:
+    def separate_to_files(
+        self,
+        path: PathLike,
+        destinations: Mapping[str, PathLike],
+        *,
+        subtype: str = "PCM_16",
+        keep_rate: bool = False,
+        overwrite: bool = False,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> FileResult:
         """Separate ``path`` and stream the stems into ``destinations`` (stem name → file), written atomically.
 
         Stem names are those of :func:`stem_plan` (the four sources, ``accompaniment`` / ``no_<source>``).
         ``subtype``: ``PCM_16``, ``PCM_24`` or ``FLOAT`` (wav), ``PCM_16`` / ``PCM_24`` (flac).
         Nothing is written under a destination's name unless the whole track succeeds.
         """
-        return self.separate_job(prepare_file(path, destinations, overwrite), subtype=subtype, keep_rate=keep_rate,
-                                 progress=progress)
+        return self.separate_job(
+            prepare_file(path, destinations, overwrite), subtype=subtype, keep_rate=keep_rate, progress=progress
+        )
 
-    def separate_job(self, job: FileJob, *, subtype: str = "PCM_16", keep_rate: bool = False,
-                     progress: Optional[Callable[[Progress], None]] = None) -> FileResult:
+    def separate_job(
+        self,
+        job: FileJob,
+        *,
+        subtype: str = "PCM_16",
+        keep_rate: bool = False,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> FileResult:
         """:meth:`separate_to_files` for a job already checked and probed (:func:`~danna_sep.separate.prepare_file`,
         :func:`~danna_sep.separate.prepare_files`)."""
         started = time.perf_counter()
@@ -236,15 +304,21 @@ class Separator:
             out_rate = rate if keep_rate else SAMPLE_RATE
             channels = _output_channels(reader)
             with ExitStack() as stack:
-                writers = {name: stack.enter_context(AudioWriter(dest, out_rate, channels, subtype,
-                                                                 overwrite=job.overwrite))
-                           for name, dest in job.outputs.items()}
+                writers = {
+                    name: stack.enter_context(AudioWriter(dest, out_rate, channels, subtype, overwrite=job.overwrite))
+                    for name, dest in job.outputs.items()
+                }
                 for piece in self._pieces(reader, job.input.name, out_rate, job.plan, progress):
                     for name, data in piece.items():
                         writers[name].write(data)
             # leaving the ExitStack committed every file (or removed all of them on an error)
-            return FileResult(job.input, dict(job.outputs), {n: w.clipped for n, w in writers.items()},
-                              reader.length / SAMPLE_RATE, time.perf_counter() - started)
+            return FileResult(
+                job.input,
+                dict(job.outputs),
+                {n: w.clipped for n, w in writers.items()},
+                reader.length / SAMPLE_RATE,
+                time.perf_counter() - started,
+            )
 
     def share_cores(self, files: int = 1) -> None:
         """For CPU models: give each thread that runs models at once (every stream with ``parallel``, times
@@ -255,16 +329,28 @@ class Separator:
 
     # ------------------------------------------------------------------------------------------------ internals
 
-    def _collect(self, reader: TrackReader, name: str, out_rate: Optional[int], plan: StemPlan,
-                 progress: Optional[Callable[[Progress], None]]) -> Dict[str, Tensor]:
-        parts: Dict[str, List[Tensor]] = {k: [] for k in plan}
+    def _collect(
+        self,
+        reader: TrackReader,
+        name: str,
+        out_rate: int | None,
+        plan: StemPlan,
+        progress: Callable[[Progress], None] | None,
+    ) -> dict[str, Tensor]:
+        parts: dict[str, list[Tensor]] = {k: [] for k in plan}
         for piece in self._pieces(reader, name, out_rate or SAMPLE_RATE, plan, progress):
             for k, v in piece.items():
                 parts[k].append(v)
         return {k: torch.cat(v, -1) for k, v in parts.items()}
 
-    def _pieces(self, reader: TrackReader, name: str, out_rate: int, plan: StemPlan,
-                progress: Optional[Callable[[Progress], None]] = None) -> Iterator[Dict[str, Tensor]]:
+    def _pieces(
+        self,
+        reader: TrackReader,
+        name: str,
+        out_rate: int,
+        plan: StemPlan,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> Iterator[dict[str, Tensor]]:
         """Blended stems of ``reader`` as consecutive pieces ``{stem: (channels, n)}`` at ``out_rate``."""
         mono = _output_channels(reader) == 1
         needed = sorted({i for idx in plan.values() for i in idx})
@@ -278,8 +364,13 @@ class Separator:
         if tail.shape[-1]:
             yield {k: tail[list(idx)].sum(0) for k, idx in plan.items()}
 
-    def stream(self, reader: TrackReader, name: str = "track", needed: Sequence[int] = range(len(SOURCES)),
-               progress: Optional[Callable[[Progress], None]] = None) -> Iterator[Tensor]:
+    def stream(
+        self,
+        reader: TrackReader,
+        name: str = "track",
+        needed: Sequence[int] = range(len(SOURCES)),
+        progress: Callable[[Progress], None] | None = None,
+    ) -> Iterator[Tensor]:
         """The blended sources ``(4, 2, n)`` of ``reader`` at 44.1 kHz, piece by piece in time order (all four
         sources; models whose weights are zero for every source in ``needed`` are skipped)."""
         progress = progress or self.progress
@@ -317,10 +408,14 @@ class Separator:
     def _stream_options(self) -> StreamOptions:
         return StreamOptions(self.segment, self.overlap, self.split, self.niter, self.wiener_window, self.original)
 
-    def _model_stream(self, role: str, reader: TrackReader, offset: int, work: _Work, index: int,
-                      options: StreamOptions) -> Iterator[Tensor]:
+    def _model_stream(
+        self, role: str, reader: TrackReader, offset: int, work: _Work, index: int, options: StreamOptions
+    ) -> Iterator[Tensor]:
         source = _ShiftedReader(reader, offset) if offset else reader
-        report = lambda fraction: work.update(index, fraction, role)  # noqa: E731
+
+        def report(fraction):
+            return work.update(index, fraction, role)
+
         it = model_stream(role, self.models[role], source, report, self._calls, options)
         return _skip(it, offset) if offset else it
 
@@ -332,12 +427,12 @@ class _Background:
     """
 
     def __init__(self, it: Iterator[Tensor], ahead: int = 2):
-        self._queue: "queue.Queue[Tuple[str, object]]" = queue.Queue(ahead)
+        self._queue: queue.Queue[tuple[str, object]] = queue.Queue(ahead)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(it,), daemon=True, name="danna-sep-model")
         self._thread.start()
 
-    def _put(self, item: Tuple[str, object]) -> bool:
+    def _put(self, item: tuple[str, object]) -> bool:
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.1)
@@ -352,10 +447,10 @@ class _Background:
                 if not self._put(("piece", piece)):
                     return
             self._put(("end", None))
-        except BaseException as exc:  # noqa: BLE001 — handed to the consumer, raised there
+        except BaseException as exc:
             self._put(("error", exc))
 
-    def __iter__(self) -> "_Background":
+    def __iter__(self) -> _Background:
         return self
 
     def __next__(self) -> Tensor:
@@ -381,7 +476,7 @@ def _skip(it: Iterator[Tensor], n: int) -> Iterator[Tensor]:
         n = 0
 
 
-def _blend(streams: Sequence[Tuple[Iterator[Tensor], Tensor]], length: int, channels: int) -> Iterator[Tensor]:
+def _blend(streams: Sequence[tuple[Iterator[Tensor], Tensor]], length: int, channels: int) -> Iterator[Tensor]:
     """Σ_streams weight[source] · stream, as pieces ``(sources, channels, n)``; pulls each stream only when its
     buffered piece is used up, so at most one piece per stream is held."""
     pending = [torch.zeros(len(SOURCES), channels, 0) for _ in streams]
@@ -399,8 +494,13 @@ def _blend(streams: Sequence[Tuple[Iterator[Tensor], Tensor]], length: int, chan
         yield out
 
 
-def _download_missing(directory: Optional[PathLike], roles: Sequence[str], source: Optional[str],
-                      notify: Callable[[str], None], quiet: bool = False) -> None:
+def _download_missing(
+    directory: PathLike | None,
+    roles: Sequence[str],
+    source: str | None,
+    notify: Callable[[str], None],
+    quiet: bool = False,
+) -> None:
     """Fetch (and import) the released file of every role that has no model in the folder. ``quiet``: no
     progress bars and no import reports (the one-line notice of each download stays)."""
     from ..release.convert import import_released
@@ -409,8 +509,7 @@ def _download_missing(directory: Optional[PathLike], roles: Sequence[str], sourc
 
     folder, _ = checkpoint_dir(directory)
     registry = load_registry()
-    missing = [role for role in roles
-               if not any((folder / n).is_file() for n in model_search_order(role))]
+    missing = [role for role in roles if not any((folder / n).is_file() for n in model_search_order(role))]
     entries = [registry.for_role_default(role) for role in missing]
     verified = ensure(entries, folder, allow_download=True, source=source, notify=notify, quiet=quiet)
     import_released(folder, [v.name for v in verified], notify=notify, quiet=quiet)

@@ -1,15 +1,16 @@
 """The stem plan: which output stems are written and which sources are summed into each."""
+
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from collections.abc import Iterable, Sequence
 
 from .. import SOURCES
 from ..errors import ConfigError
 
-StemPlan = Dict[str, Tuple[int, ...]]  # stem name → indices into SOURCES of the sources summed into it
+StemPlan = dict[str, tuple[int, ...]]  # stem name → indices into SOURCES of the sources summed into it
 
 
-def stem_sources(name: str) -> Tuple[int, ...]:
+def stem_sources(name: str) -> tuple[int, ...]:
     """The sources summed into stem ``name``: a source alone; ``accompaniment``: all but vocals;
     ``no_<source>``: all but that source."""
     if name in SOURCES:
@@ -25,7 +26,7 @@ def plan_for(names: Iterable[str]) -> StemPlan:
     return {name: stem_sources(name) for name in names}
 
 
-def stem_plan(stems: Optional[Sequence[str]] = None, two_stems: Optional[str] = None) -> StemPlan:
+def stem_plan(stems: Sequence[str] | None = None, two_stems: str | None = None) -> StemPlan:
     """Output stems → the sources summed into each.
 
     Default: the four sources. ``stems``: a subset of them. ``two_stems="vocals"``: ``vocals`` and

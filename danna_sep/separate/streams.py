@@ -1,10 +1,11 @@
 """The model streams: one model turns the track into its four stems, segment by segment, in time order."""
+
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -34,11 +35,11 @@ class StreamOptions:
     """How the streams cut and filter a track: the :class:`~danna_sep.separate.Separator` arguments of these
     names (``original`` already applied to them)."""
 
-    segment: Optional[float]
+    segment: float | None
     overlap: float
     split: bool
     niter: int
-    wiener_window: Optional[int]
+    wiener_window: int | None
     original: bool
 
 
@@ -63,8 +64,14 @@ class ModelCalls:
             self._checked.add(id(model))
 
 
-def model_stream(role: str, model: LoadedModel, reader: TrackReader, report: Callable[[float], None],
-                 calls: ModelCalls, options: StreamOptions) -> Iterator[Tensor]:
+def model_stream(
+    role: str,
+    model: LoadedModel,
+    reader: TrackReader,
+    report: Callable[[float], None],
+    calls: ModelCalls,
+    options: StreamOptions,
+) -> Iterator[Tensor]:
     """The stems ``(sources, channels, n)`` of ``model`` (playing ``role``) for ``reader``, piece by piece in time
     order; ``report`` gets the fraction of its segments done."""
     if model.info.domain == "spectral":
@@ -79,19 +86,28 @@ def _model_input(x: Tensor, channels: int) -> Tensor:
     return x.mean(0, keepdim=True) if channels == 1 else x
 
 
-def _segment_frames(model: LoadedModel, total: int, options: StreamOptions) -> Tuple[int, int]:
+def _segment_frames(model: LoadedModel, total: int, options: StreamOptions) -> tuple[int, int]:
     multiple = model.info.frame_multiple
     if not options.split:
         return total, total
-    frames = SPECTRAL_SEGMENT_FRAMES if options.segment is None else \
-        round(options.segment * SAMPLE_RATE / model.info.hop_length)
+    frames = (
+        SPECTRAL_SEGMENT_FRAMES
+        if options.segment is None
+        else round(options.segment * SAMPLE_RATE / model.info.hop_length)
+    )
     frames = max(multiple, frames // multiple * multiple)
     stride = max(multiple, int(frames * (1 - options.overlap)) // multiple * multiple)
     return frames, stride
 
 
-def _spectral_stream(model: LoadedModel, reader: TrackReader, report: Callable[[float], None], calls: ModelCalls,
-                     options: StreamOptions, role: str = "") -> Iterator[Tensor]:
+def _spectral_stream(
+    model: LoadedModel,
+    reader: TrackReader,
+    report: Callable[[float], None],
+    calls: ModelCalls,
+    options: StreamOptions,
+    role: str = "",
+) -> Iterator[Tensor]:
     from ..wiener import wiener
 
     info, dev = model.info, model.device
@@ -147,8 +163,9 @@ def _spectral_stream(model: LoadedModel, reader: TrackReader, report: Callable[[
     yield istft.finish().cpu()
 
 
-def _original_waveform_stream(model: LoadedModel, reader: TrackReader, report: Callable[[float], None],
-                              calls: ModelCalls) -> Iterator[Tensor]:
+def _original_waveform_stream(
+    model: LoadedModel, reader: TrackReader, report: Callable[[float], None], calls: ModelCalls
+) -> Iterator[Tensor]:
     """danna-sep 1.0.2's Demucs pass: the whole track after 22050 zeros, read back from there, clamped.
 
     Yields ``(sources, channels, length)``; samples past what the model returns stay zero, as in the original.
@@ -161,7 +178,7 @@ def _original_waveform_stream(model: LoadedModel, reader: TrackReader, report: C
         calls.check(model, out, x)
         y = out.new_zeros(out.shape[1], out.shape[2], reader.length)
         k = max(min(reader.length, out.shape[-1] - lead), 0)
-        y[..., :k] = out[0, ..., lead: lead + k]
+        y[..., :k] = out[0, ..., lead : lead + k]
         return y.clamp(-ORIGINAL_CLAMP, ORIGINAL_CLAMP).float().cpu()
 
     y = analyse()
@@ -169,16 +186,19 @@ def _original_waveform_stream(model: LoadedModel, reader: TrackReader, report: C
     yield y
 
 
-def _waveform_stream(model: LoadedModel, reader: TrackReader, report: Callable[[float], None], calls: ModelCalls,
-                     options: StreamOptions) -> Iterator[Tensor]:
+def _waveform_stream(
+    model: LoadedModel, reader: TrackReader, report: Callable[[float], None], calls: ModelCalls, options: StreamOptions
+) -> Iterator[Tensor]:
     info, length = model.info, reader.length
     # every segment's input starts on a sample ≡ −placement (mod grid), up to grid − 1 samples before the segment
     grid, placement = info.grid, info.placement
     if info.fixed_length is not None:  # e.g. an ONNX Demucs: every call gets exactly this many samples
         seg = info.fixed_length - WAVEFORM_MARGIN - (grid - 1)
         if seg < 1:
-            raise CheckpointError(f"{model.name}: its fixed input length {info.fixed_length} leaves no room "
-                                  f"for the {WAVEFORM_MARGIN}-sample margin and its {grid}-sample grid")
+            raise CheckpointError(
+                f"{model.name}: its fixed input length {info.fixed_length} leaves no room "
+                f"for the {WAVEFORM_MARGIN}-sample margin and its {grid}-sample grid"
+            )
         stride = max(1, int(seg * (1 - options.overlap)))
     elif options.split:
         seg = round((WAVEFORM_SEGMENT_SECONDS if options.segment is None else options.segment) * SAMPLE_RATE)
@@ -192,19 +212,23 @@ def _waveform_stream(model: LoadedModel, reader: TrackReader, report: Callable[[
     # batch's activations; on GPUs batching is unmeasured
     per_call = WAVEFORM_BATCH if info.itemwise_batches and model.device.type == "cpu" else 1
 
-    def analyse(group: List[Tuple[int, int]]) -> None:  # a function, as in _spectral_stream: temporaries die
+    def analyse(group: list[tuple[int, int]]) -> None:  # a function, as in _spectral_stream: temporaries die
         size = group[0][1] - group[0][0]  # every segment of a group has this length
         n = info.fixed_length or size + WAVEFORM_MARGIN + grid - 1
         leads = [(a + placement) % grid for a, _ in group]
-        x = torch.stack([_model_input(reader.read(a - lead, n), info.channels) for (a, _), lead in zip(group, leads)])
+        x = torch.stack(
+            [_model_input(reader.read(a - lead, n), info.channels) for (a, _), lead in zip(group, leads, strict=True)]
+        )
         out = calls.run(model, x)
         calls.check(model, out, x)
         if out.shape[-1] < max(leads) + size:
-            raise CheckpointError(f"{model.name}: returns {out.shape[-1]} samples for {n}, fewer than the "
-                                  f"{max(leads) + size} needed (more than {WAVEFORM_MARGIN} samples short)")
+            raise CheckpointError(
+                f"{model.name}: returns {out.shape[-1]} samples for {n}, fewer than the "
+                f"{max(leads) + size} needed (more than {WAVEFORM_MARGIN} samples short)"
+            )
         fade = crossfade(size, ramp)
-        for j, ((a, _), lead) in enumerate(zip(group, leads)):
-            timeline.add(a, out[j, ..., lead: lead + size].float().cpu(), fade)
+        for j, ((a, _), lead) in enumerate(zip(group, leads, strict=True)):
+            timeline.add(a, out[j, ..., lead : lead + size].float().cpu(), fade)
 
     done = 0
     for group in _equal_length_groups(segments, per_call):

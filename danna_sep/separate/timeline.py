@@ -1,16 +1,17 @@
 """Time bookkeeping of the streams: where segments start, how they cross-fade, overlap-add and the streaming iSTFT."""
+
 from __future__ import annotations
 
-from typing import Iterator, List, Optional, Tuple
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 
-def _equal_length_groups(segments: List[Tuple[int, int]], size: int) -> Iterator[List[Tuple[int, int]]]:
+def _equal_length_groups(segments: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
     """Consecutive ``segments`` in groups of up to ``size`` that have the same length (one model call each)."""
-    group: List[Tuple[int, int]] = []
+    group: list[tuple[int, int]] = []
     for a, b in segments:
         if group and (len(group) == size or b - a != group[0][1] - group[0][0]):
             yield group
@@ -20,7 +21,7 @@ def _equal_length_groups(segments: List[Tuple[int, int]], size: int) -> Iterator
         yield group
 
 
-def plan_segments(total: int, segment: int, stride: int, multiple: int = 1) -> List[Tuple[int, int]]:
+def plan_segments(total: int, segment: int, stride: int, multiple: int = 1) -> list[tuple[int, int]]:
     """``(start, stop)`` of overlapping segments covering ``[0, total)``.
 
     Segments start every ``stride`` (a multiple of ``multiple``); the last one starts on the last multiple of
@@ -50,22 +51,22 @@ class _Timeline:
 
     def __init__(self) -> None:
         self.start = 0
-        self.values: Optional[Tensor] = None
-        self.weight: Optional[Tensor] = None
+        self.values: Tensor | None = None
+        self.weight: Tensor | None = None
 
     def add(self, start: int, values: Tensor, weight: Tensor) -> None:
         if self.values is None:
-            self.values = values.new_zeros(values.shape[:-1] + (0,))
+            self.values = values.new_zeros((*values.shape[:-1], 0))
             self.weight = weight.new_zeros(0)
         n = values.shape[-1]
         grow = start + n - (self.start + self.values.shape[-1])
         if grow > 0:
-            self.values = torch.cat([self.values, self.values.new_zeros(self.values.shape[:-1] + (grow,))], -1)
+            self.values = torch.cat([self.values, self.values.new_zeros((*self.values.shape[:-1], grow))], -1)
             self.weight = torch.cat([self.weight, self.weight.new_zeros(grow)])
         i = start - self.start
         assert i >= 0, "a segment reached back into output already handed out"
-        self.values[..., i: i + n] += values * weight
-        self.weight[i: i + n] += weight
+        self.values[..., i : i + n] += values * weight
+        self.weight[i : i + n] += weight
 
     def pop(self, stop: int) -> Tensor:
         k = stop - self.start
@@ -80,11 +81,11 @@ class _FrameStore:
 
     def __init__(self) -> None:
         self.start = 0
-        self.frames: Optional[Tensor] = None
+        self.frames: Tensor | None = None
 
     def extend(self, start: int, frames: Tensor) -> None:
         end = self.start + (0 if self.frames is None else self.frames.shape[-1])
-        new = frames[..., max(end - start, 0):]
+        new = frames[..., max(end - start, 0) :]
         self.frames = new if self.frames is None else torch.cat([self.frames, new], -1)
 
     def pop(self, stop: int) -> Tensor:
@@ -101,13 +102,13 @@ class StreamingISTFT:
     windowed inverse FFTs overlap-added and divided by the summed squared window.
     """
 
-    def __init__(self, n_fft: int, hop_length: int, length: int, device: torch.device = torch.device("cpu")):
+    def __init__(self, n_fft: int, hop_length: int, length: int, device: torch.device | str = "cpu"):
         self.n_fft, self.hop, self.length = n_fft, hop_length, length
         self.window = torch.hann_window(n_fft, device=device)
         self.pad = n_fft // 2  # padded position p is sample p − pad
         self.frames = 0  # frames received
-        self.acc: Optional[Tensor] = None  # overlap-added samples from padded position `acc_start`
-        self.env: Optional[Tensor] = None
+        self.acc: Tensor | None = None  # overlap-added samples from padded position `acc_start`
+        self.env: Tensor | None = None
         self.acc_start = self.pad
         self.emitted = 0  # samples handed out
 
@@ -134,8 +135,8 @@ class StreamingISTFT:
             self.env = torch.cat([self.env, self.env.new_zeros(grow)])
         skip = max(self.acc_start - first, 0)
         i = first + skip - self.acc_start
-        self.acc[..., i: i + ola.shape[-1] - skip] += ola[..., skip:]
-        self.env[i: i + ola.shape[-1] - skip] += env[skip:]
+        self.acc[..., i : i + ola.shape[-1] - skip] += ola[..., skip:]
+        self.env[i : i + ola.shape[-1] - skip] += env[skip:]
         self.frames += n
         return self._emit(self.frames * self.hop)  # positions before the next frame's start are complete
 

@@ -1,9 +1,9 @@
 """The track at the models' 44.1 kHz: readers over a tensor or a file, their shifted/padded views, resampling."""
+
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ class TensorReader(TrackReader):
         out = torch.zeros(self.channels, frames)
         lo, hi = max(start, 0), min(start + frames, self.length)
         if hi > lo:
-            out[:, lo - start: hi - start] = self.wav[:, lo:hi]
+            out[:, lo - start : hi - start] = self.wav[:, lo:hi]
         return out
 
 
@@ -116,10 +116,10 @@ def _read_padded(reader: TrackReader, start: int, stop: int, reflect: bool) -> T
     length = reader.length
     if start < 0:  # position p < 0 holds sample −p
         n = min(-start, length - 1)
-        x[..., -start - n: -start] = reader.read(1, n).flip(-1)
+        x[..., -start - n : -start] = reader.read(1, n).flip(-1)
     if stop > length and length - start >= 0:  # position p ≥ length holds sample 2·(length − 1) − p
         n = min(stop - length, length - 1)
-        x[..., length - start: length - start + n] = reader.read(length - 1 - n, n).flip(-1)
+        x[..., length - start : length - start + n] = reader.read(length - 1 - n, n).flip(-1)
     return x
 
 
@@ -160,12 +160,12 @@ class _open_track:
     file's header if already read (:class:`~danna_sep.separate.files.FileJob`), so that it is read once.
     """
 
-    def __init__(self, path: PathLike, info: Optional[AudioInfo] = None):
+    def __init__(self, path: PathLike, info: AudioInfo | None = None):
         self.path = Path(path)
         self.info = info
-        self._tmp: Optional[tempfile.TemporaryDirectory] = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
 
-    def __enter__(self) -> Tuple[TrackReader, int]:
+    def __enter__(self) -> tuple[TrackReader, int]:
         info = self.info or audio_info(self.path)
         if self.path.suffix.lower() not in SOUNDFILE_EXTENSIONS:
             wav, rate = load_audio(self.path, SAMPLE_RATE)

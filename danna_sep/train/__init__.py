@@ -29,6 +29,7 @@ Layout: :mod:`.build` turns config names into objects (the one name → class lo
 the SDR arithmetic, :mod:`.tensorboard` the logging, :mod:`.seeds` the seed streams, :mod:`.sampler` the data
 order and :mod:`.launch` the entry points (one process, spawned workers, torchrun).
 """
+
 # ruff: noqa: F401 — the names below are the API that danna_sep/train.py had (imported by users, tests and tools)
 from ..checkpoints import WeightsReport, atomic_write, load_weights, read_state_dict, save_checkpoint
 from .build import (
@@ -56,4 +57,4 @@ from .tensorboard import audio_summary
 from .trainer import Trainer, TrainResult
 
 # as train.py had it (star imports unchanged)
-__all__ = ["TrainResult", "train", "load_weights", "WeightsReport", "ShardedBatchSampler", "resolve_device"]
+__all__ = ["ShardedBatchSampler", "TrainResult", "WeightsReport", "load_weights", "resolve_device", "train"]

@@ -4,14 +4,16 @@ the model, loss, device augmentation, optimizer, scheduler, datasets, sampler an
 The name → class lookups here are also what :mod:`danna_sep.config` checks a config against, so a name that
 validates is a name that builds.
 """
+
 from __future__ import annotations
 
 import importlib
 import inspect
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,17 +38,30 @@ DATASETS: dict[str, str] = {
 }
 DEVICE_AUGMENT = "danna_sep.data.augment:DeviceAugment"
 # schedulers that take other schedulers or Python callables cannot be written in JSON
-_UNSUPPORTED_SCHEDULERS = {"LRScheduler", "_LRScheduler", "ChainedScheduler", "SequentialLR", "LambdaLR", "MultiplicativeLR"}
+_UNSUPPORTED_SCHEDULERS = {
+    "LRScheduler",
+    "_LRScheduler",
+    "ChainedScheduler",
+    "SequentialLR",
+    "LambdaLR",
+    "MultiplicativeLR",
+}
 # constructor parameters the builders below supply themselves (not allowed in a config's args)
-SUPPLIED: dict[str, set[str]] = {"optimizer": {"params"}, "lr_scheduler": {"optimizer"}, "dataset": set(),
-                                 "arch": set(), "loss": set()}
+SUPPLIED: dict[str, set[str]] = {
+    "optimizer": {"params"},
+    "lr_scheduler": {"optimizer"},
+    "dataset": set(),
+    "arch": set(),
+    "loss": set(),
+}
 
 
 def optimizer_names() -> list[str]:
     import torch.optim as optim
 
     return sorted(
-        n for n, c in vars(optim).items()
+        n
+        for n, c in vars(optim).items()
         if isinstance(c, type) and issubclass(c, optim.Optimizer) and c is not optim.Optimizer
     )
 
@@ -55,8 +70,10 @@ def scheduler_names() -> list[str]:
     from torch.optim import lr_scheduler
 
     return sorted(
-        n for n, c in vars(lr_scheduler).items()
-        if isinstance(c, type) and n not in _UNSUPPORTED_SCHEDULERS
+        n
+        for n, c in vars(lr_scheduler).items()
+        if isinstance(c, type)
+        and n not in _UNSUPPORTED_SCHEDULERS
         and (issubclass(c, lr_scheduler.LRScheduler) or n == "ReduceLROnPlateau")
     )
 
@@ -110,7 +127,7 @@ class Parts:
     model: nn.Module
     stft: nn.Module
     criterion: nn.Module
-    augment: Optional[nn.Module]
+    augment: nn.Module | None
 
 
 def build_parts(cfg: Mapping[str, Any], device: torch.device) -> Parts:
@@ -126,7 +143,7 @@ def build_parts(cfg: Mapping[str, Any], device: torch.device) -> Parts:
     return Parts(model, stft, criterion, build_device_augment(cfg, device))
 
 
-def build_device_augment(cfg: Mapping[str, Any], device: torch.device) -> Optional[nn.Module]:
+def build_device_augment(cfg: Mapping[str, Any], device: torch.device) -> nn.Module | None:
     """The per-step batched augmentations (pitch, speed) of ``device_augment``, or None when disabled."""
     spec = cfg.get("device_augment") or {}
     if not spec.get("enabled", True):
@@ -152,7 +169,7 @@ def build_optimization(cfg: Mapping[str, Any], module: nn.Module) -> Optimizatio
 # data side
 
 
-def dataset_root(spec_args: Mapping[str, Any], root: Optional[PathLike], where: str) -> tuple[Path, str]:
+def dataset_root(spec_args: Mapping[str, Any], root: PathLike | None, where: str) -> tuple[Path, str]:
     """The dataset folder: ``root`` (``--root``) > ``$MUSDB_ROOT`` > the config's ``args.root``."""
     if root is not None:
         value, source = root, "--root"
@@ -171,7 +188,7 @@ def dataset_root(spec_args: Mapping[str, Any], root: Optional[PathLike], where: 
     return path, source
 
 
-def build_dataset(cfg: Mapping[str, Any], split: str, root: Optional[PathLike] = None) -> Dataset:
+def build_dataset(cfg: Mapping[str, Any], split: str, root: PathLike | None = None) -> Dataset:
     """Construct ``dataset.<split>`` of a validated config, with the root resolved as :func:`dataset_root`."""
     spec = cfg["dataset"][split]
     cls = dataset_class(spec["type"], f"dataset.{split}.type")
@@ -186,12 +203,12 @@ def build_dataset(cfg: Mapping[str, Any], split: str, root: Optional[PathLike] =
 def build_sampler(cfg: Mapping[str, Any], size: int, rank: int, world: int) -> ShardedBatchSampler:
     """The training order of ``data_loader.train`` over ``size`` items, this rank's share."""
     lc = cfg["data_loader"]["train"]
-    return ShardedBatchSampler(size, lc["batch_size"], lc["shuffle"], lc["drop_last"], cfg["trainer"]["seed"],
-                               rank, world)
+    return ShardedBatchSampler(
+        size, lc["batch_size"], lc["shuffle"], lc["drop_last"], cfg["trainer"]["seed"], rank, world
+    )
 
 
-def build_loader(dataset: Dataset, lc: Mapping[str, Any], device: torch.device, seed: int,
-                 **kwargs: Any) -> DataLoader:
+def build_loader(dataset: Dataset, lc: Mapping[str, Any], device: torch.device, seed: int, **kwargs: Any) -> DataLoader:
     """A DataLoader with the ``data_loader.<split>`` settings ``lc``; ``kwargs``: its sampler or batch sampler."""
     workers = lc["num_workers"]
     extra = {"prefetch_factor": lc["prefetch_factor"]} if workers > 0 and lc["prefetch_factor"] else {}

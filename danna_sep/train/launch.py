@@ -1,13 +1,15 @@
 """Where a training run starts: one process, DDP workers spawned here (``--device_ids``), or one rank of a
 ``torchrun`` group; :func:`train` picks one of them, builds the datasets and hands over to :class:`.Trainer`."""
+
 from __future__ import annotations
 
 import os
 import signal
 import tempfile
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -21,7 +23,7 @@ from .build import build_dataset, dataset_root
 from .trainer import Trainer, TrainResult
 
 
-def resolve_device(device: Union[None, int, str, torch.device] = None) -> torch.device:
+def resolve_device(device: int | str | torch.device | None = None) -> torch.device:
     """``-d``/``--device`` of training, on top of :func:`danna_sep.runtime.resolve_device` (which takes names):
     None → ``cuda:0`` if available else CPU; an int → that CUDA device; a string → as ``danna-sep --device``."""
     if device is None:
@@ -36,29 +38,29 @@ def resolve_device(device: Union[None, int, str, torch.device] = None) -> torch.
     return resolve_any_device(str(device))
 
 
-def _as_config(config: Union[PathLike, Mapping[str, Any]], overrides: Sequence[str]) -> dict[str, Any]:
+def _as_config(config: PathLike | Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     if isinstance(config, Mapping):
         return validate_config(apply_overrides(config, overrides))
     return load_config(config, overrides)
 
 
 def train(
-    config: Union[PathLike, Mapping[str, Any]],
+    config: PathLike | Mapping[str, Any],
     *,
-    root: Optional[PathLike] = None,
-    device: Union[None, int, str, torch.device] = None,
-    checkpoint: Optional[PathLike] = None,
-    weights: Optional[PathLike] = None,
+    root: PathLike | None = None,
+    device: int | str | torch.device | None = None,
+    checkpoint: PathLike | None = None,
+    weights: PathLike | None = None,
     partial_weights: bool = False,
-    device_ids: Optional[Sequence[int]] = None,
+    device_ids: Sequence[int] | None = None,
     overrides: Sequence[str] = (),
-    workdir: Optional[PathLike] = None,
-    max_steps: Optional[int] = None,
+    workdir: PathLike | None = None,
+    max_steps: int | None = None,
     verbose: bool = True,
     progress: bool = True,
     tensorboard: bool = True,
-    train_set: Optional[Dataset] = None,
-    valid_set: Optional[Dataset] = None,
+    train_set: Dataset | None = None,
+    valid_set: Dataset | None = None,
 ) -> TrainResult:
     """Train a model from a config (a path or a dict; validated here).
 
@@ -77,9 +79,19 @@ def train(
     Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) every process calls this and joins the group.
     """
     cfg = _as_config(config, overrides)
-    kwargs = dict(root=root, checkpoint=checkpoint, weights=weights, partial_weights=partial_weights,
-                  workdir=workdir, max_steps=max_steps, verbose=verbose, progress=progress,
-                  tensorboard=tensorboard, train_set=train_set, valid_set=valid_set)
+    kwargs = dict(
+        root=root,
+        checkpoint=checkpoint,
+        weights=weights,
+        partial_weights=partial_weights,
+        workdir=workdir,
+        max_steps=max_steps,
+        verbose=verbose,
+        progress=progress,
+        tensorboard=tensorboard,
+        train_set=train_set,
+        valid_set=valid_set,
+    )
     for split, given in (("train", train_set), ("valid", valid_set)):
         if given is None:  # fail here, before any worker starts
             dataset_root(cfg["dataset"][split]["args"], root, f"dataset.{split}")
@@ -93,16 +105,40 @@ def train(
     return _run(cfg, resolve_device(device), 0, 1, **kwargs)
 
 
-def _run(cfg: Mapping[str, Any], device: torch.device, rank: int, world: int, *, root: Optional[PathLike],
-         checkpoint: Optional[PathLike], weights: Optional[PathLike], partial_weights: bool,
-         workdir: Optional[PathLike], max_steps: Optional[int], verbose: bool, progress: bool, tensorboard: bool,
-         train_set: Optional[Dataset], valid_set: Optional[Dataset]) -> TrainResult:
+def _run(
+    cfg: Mapping[str, Any],
+    device: torch.device,
+    rank: int,
+    world: int,
+    *,
+    root: PathLike | None,
+    checkpoint: PathLike | None,
+    weights: PathLike | None,
+    partial_weights: bool,
+    workdir: PathLike | None,
+    max_steps: int | None,
+    verbose: bool,
+    progress: bool,
+    tensorboard: bool,
+    train_set: Dataset | None,
+    valid_set: Dataset | None,
+) -> TrainResult:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     train_set = train_set if train_set is not None else build_dataset(cfg, "train", root)
     valid_set = valid_set if valid_set is not None else build_dataset(cfg, "valid", root)
-    trainer = Trainer(cfg, device=device, train_set=train_set, valid_set=valid_set, rank=rank, world=world,
-                      workdir=workdir, verbose=verbose, progress=progress, tensorboard=tensorboard)
+    trainer = Trainer(
+        cfg,
+        device=device,
+        train_set=train_set,
+        valid_set=valid_set,
+        rank=rank,
+        world=world,
+        workdir=workdir,
+        verbose=verbose,
+        progress=progress,
+        tensorboard=tensorboard,
+    )
     if weights is not None:
         trainer.load_weights(weights, partial_weights)
     trainer.prepare(checkpoint)
@@ -136,10 +172,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _spawn_worker(rank: int, world: int, port: int, device_ids: list[int], cfg: Mapping[str, Any],
-                  kwargs: dict[str, Any], result_path: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+def _spawn_worker(
+    rank: int,
+    world: int,
+    port: int,
+    device_ids: list[int],
+    cfg: Mapping[str, Any],
+    kwargs: dict[str, Any],
+    result_path: str,
+) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     device = device_ids[rank] if torch.cuda.is_available() else None
     try:
@@ -163,11 +207,22 @@ def _spawn(cfg: Mapping[str, Any], device_ids: list[int], kwargs: dict[str, Any]
     with tempfile.TemporaryDirectory() as tmp:
         result_path = os.path.join(tmp, "result.pt")
         # Ctrl-C reaches the workers too (same process group); they save and exit, the parent waits for them
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if threading.current_thread() is threading.main_thread() else None
+        previous = (
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            if threading.current_thread() is threading.main_thread()
+            else None
+        )
         try:
-            ctx = mp.spawn(_spawn_worker, args=(world, _free_port(), device_ids, cfg, kwargs, result_path),
-                           nprocs=world, join=False)
-            forward = lambda signum, frame: [os.kill(p.pid, signum) for p in ctx.processes if p.is_alive()]  # noqa: E731
+            ctx = mp.spawn(
+                _spawn_worker,
+                args=(world, _free_port(), device_ids, cfg, kwargs, result_path),
+                nprocs=world,
+                join=False,
+            )
+
+            def forward(signum, frame):
+                return [os.kill(p.pid, signum) for p in ctx.processes if p.is_alive()]
+
             prev_term = signal.signal(signal.SIGTERM, forward) if previous is not None else None
             try:
                 while not ctx.join():

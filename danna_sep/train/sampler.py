@@ -1,8 +1,9 @@
 """The training data order: :class:`ShardedBatchSampler`, a (seed, epoch)-dependent, rank-sharded, resumable one."""
+
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import Sampler
@@ -21,8 +22,9 @@ class ShardedBatchSampler(Sampler[list[int]]):
     fewer items than ranks.
     """
 
-    def __init__(self, size: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0,
-                 rank: int = 0, world: int = 1) -> None:
+    def __init__(
+        self, size: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0, rank: int = 0, world: int = 1
+    ) -> None:
         if batch_size % world:
             raise ConfigError(
                 f"data_loader.train.batch_size: {batch_size} (the global batch) is not divisible by the "
@@ -54,7 +56,7 @@ class ShardedBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         order = self.order()
         for b in range(self.start, self.num_batches):
-            batch = order[b * self.batch_size:(b + 1) * self.batch_size]
+            batch = order[b * self.batch_size : (b + 1) * self.batch_size]
             while len(batch) < self.world:
                 batch += order[: self.world - len(batch)]
-            yield batch[self.rank::self.world]
+            yield batch[self.rank :: self.world]

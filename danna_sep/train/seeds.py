@@ -4,10 +4,12 @@ The data order of an epoch comes from (seed, epoch), each item's chunk and CPU a
 index) (the dataset's ``set_epoch``), and before every micro-batch the torch RNG (device augmentation, dropout) is
 re-seeded from (seed, epoch, batch, rank); :func:`rng_states` covers code that draws from the global generators.
 """
+
 from __future__ import annotations
 
 import random
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +20,10 @@ ORDER, STEP, AUDIO, AUGMENT = 1, 2, 3, 4
 
 def mix_seed(*parts: int) -> int:
     """A 63-bit seed from integers (well mixed: nearby tuples give unrelated streams)."""
-    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint32).view(np.uint64)[0] >> 1)
+    return int(
+        np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint32).view(np.uint64)[0]
+        >> 1
+    )
 
 
 def rng_states() -> dict[str, Any]:
@@ -26,8 +31,13 @@ def rng_states() -> dict[str, Any]:
     key, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": {"key": key, "state": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": {
+            "key": key,
+            "state": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }

@@ -5,12 +5,14 @@ A resumed run only needs the position (epoch, next batch) plus the model/optimiz
 every random draw is a function of the position (:mod:`.seeds`); the RNG states are stored as well for code that
 draws from the global generators outside the step.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -37,7 +39,7 @@ class Progress:
     history: list[dict[str, Any]] = field(default_factory=list)
     best: list[tuple[float, str]] = field(default_factory=list)  # (avg SDR, file name), best first
     early: dict[str, Any] = field(default_factory=lambda: {"best_loss": math.inf, "bad": 0})
-    baseline: Optional[dict[str, float]] = None
+    baseline: dict[str, float] | None = None
 
     def to_dict(self, epoch_length: int) -> dict[str, Any]:
         return {
@@ -67,8 +69,10 @@ class Progress:
             self.meters = meters["sum"].to(self.meters.device, torch.float64)
             self.count = int(meters["count"])
 
-def rank_best(best: list[tuple[float, str]], score: float, fname: str,
-              n_saved: int) -> Optional[tuple[list[tuple[float, str]], list[str]]]:
+
+def rank_best(
+    best: list[tuple[float, str]], score: float, fname: str, n_saved: int
+) -> tuple[list[tuple[float, str]], list[str]] | None:
     """Enter checkpoint ``fname`` of ``score`` into the ``n_saved`` ``best`` (this run's files, best first): None
     when it does not make it, else (the new list, the file names that fell out, to delete)."""
     if len(best) >= n_saved and score <= best[-1][0]:
@@ -77,9 +81,17 @@ def rank_best(best: list[tuple[float, str]], score: float, fname: str,
     return ranked[:n_saved], [old for _, old in ranked[n_saved:]]
 
 
-def checkpoint_dict(*, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                    scaler: torch.amp.GradScaler, progress: Progress, epoch_length: int, world: int,
-                    config: Mapping[str, Any]) -> dict[str, Any]:
+def checkpoint_dict(
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    progress: Progress,
+    epoch_length: int,
+    world: int,
+    config: Mapping[str, Any],
+) -> dict[str, Any]:
     """Everything that resumes a run, plus the config that rebuilds the model. Collective under DDP (every
     rank's RNG states are gathered): every rank calls it."""
     rng = rng_states()
@@ -130,8 +142,13 @@ def load_model_state(module: nn.Module, state: Mapping[str, Any], path: PathLike
     module.load_state_dict(state["model"])
 
 
-def load_optimization_state(state: Mapping[str, Any], path: PathLike, optimizer: torch.optim.Optimizer,
-                            scheduler: Any, scaler: torch.amp.GradScaler) -> None:
+def load_optimization_state(
+    state: Mapping[str, Any],
+    path: PathLike,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+) -> None:
     try:
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("scheduler"):

@@ -1,12 +1,14 @@
 """TensorBoard logging of a run: the writer's folder, training and epoch scalars, and stereo audio summaries."""
+
 from __future__ import annotations
 
 import io
 import math
 import wave
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 from torch import Tensor
 
@@ -30,8 +32,14 @@ def log_training(writer: Any, step: int, losses: Sequence[float], lr: float, ext
     writer.add_scalar("training/lr", lr, step)
 
 
-def log_epoch(writer: Any, epoch_no: int, train_loss: float, lr: float, val: Optional[Mapping[str, Any]],
-              extra_monitor: Sequence[str]) -> None:
+def log_epoch(
+    writer: Any,
+    epoch_no: int,
+    train_loss: float,
+    lr: float,
+    val: Mapping[str, Any] | None,
+    extra_monitor: Sequence[str],
+) -> None:
     """An epoch's training loss and learning rate, and its validation (see :func:`.validation.summarise`)."""
     writer.add_scalar("epoch/train_loss", train_loss, epoch_no)
     writer.add_scalar("epoch/lr", lr, epoch_no)
@@ -65,6 +73,11 @@ def audio_summary(tag: str, wav: Tensor, sample_rate: int = SAMPLE_RATE) -> Any:
         w.setsampwidth(2)
         w.setframerate(sample_rate)
         w.writeframes(pcm.tobytes())
-    audio = Summary.Audio(sample_rate=sample_rate, num_channels=pcm.shape[1], length_frames=pcm.shape[0],
-                          encoded_audio_string=buf.getvalue(), content_type="audio/wav")
+    audio = Summary.Audio(
+        sample_rate=sample_rate,
+        num_channels=pcm.shape[1],
+        length_frames=pcm.shape[0],
+        encoded_audio_string=buf.getvalue(),
+        content_type="audio/wav",
+    )
     return Summary(value=[Summary.Value(tag=tag, audio=audio)])

@@ -1,6 +1,7 @@
 """The training loop of one process (one rank of a DDP group): micro-batches with mixed precision and gradient
 accumulation, the epoch end (validation, scheduler, early stopping, checkpoints, summary line) and stopping on a
 signal. What it trains with comes from :mod:`.build`, what it saves from :mod:`.state`."""
+
 from __future__ import annotations
 
 import contextlib
@@ -10,9 +11,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -47,10 +49,10 @@ class TrainResult:
     steps: int
     optimizer_steps: int
     history: list[dict[str, Any]] = field(default_factory=list)
-    best_score: Optional[float] = None
-    best_checkpoint: Optional[Path] = None
-    last_checkpoint: Optional[Path] = None
-    log_dir: Optional[Path] = None
+    best_score: float | None = None
+    best_checkpoint: Path | None = None
+    last_checkpoint: Path | None = None
+    log_dir: Path | None = None
     stopped_early: bool = False
     interrupted: bool = False
     lr: float = float("nan")
@@ -60,7 +62,7 @@ class _StopFlag:
     """Set by SIGINT / SIGTERM; the loop saves a resumable checkpoint at the next optimizer step and returns."""
 
     def __init__(self) -> None:
-        self.signal: Optional[int] = None
+        self.signal: int | None = None
         self._previous: dict[int, Any] = {}
 
     def __bool__(self) -> bool:
@@ -71,7 +73,7 @@ class _StopFlag:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now
         self.signal = signum
 
-    def __enter__(self) -> "_StopFlag":
+    def __enter__(self) -> _StopFlag:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -94,7 +96,7 @@ class Trainer:
         valid_set: Dataset,
         rank: int = 0,
         world: int = 1,
-        workdir: Optional[PathLike] = None,
+        workdir: PathLike | None = None,
         verbose: bool = True,
         progress: bool = True,
         tensorboard: bool = True,
@@ -142,10 +144,10 @@ class Trainer:
         self._meters_log = torch.zeros(3, device=device, dtype=torch.float64)
         self._count_log = 0
         self.writer = None
-        self.log_dir: Optional[Path] = None
+        self.log_dir: Path | None = None
         self._tensorboard = tensorboard and self.main
         self.model: nn.Module = self.module  # DDP wrapper once `prepare` ran
-        self.optimizer: Optional[torch.optim.Optimizer] = None
+        self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: Any = None
 
     # -- set-up ---------------------------------------------------------------------------------------------------
@@ -154,11 +156,13 @@ class Trainer:
         self.say(f"weights {path}: {report.describe()}")
         differences = report.arch_differences(self.cfg["arch"])
         if differences:
-            self.say(f"warning: {path} was made with {', '.join(differences)}; set them with --set arch.args.NAME=VALUE "
-                     f"to keep the computation the weights were trained for")
+            self.say(
+                f"warning: {path} was made with {', '.join(differences)}; set them with --set arch.args.NAME=VALUE "
+                f"to keep the computation the weights were trained for"
+            )
         return report
 
-    def prepare(self, checkpoint: Optional[PathLike] = None) -> None:
+    def prepare(self, checkpoint: PathLike | None = None) -> None:
         """Wrap for DDP, build optimizer and scheduler, and restore ``checkpoint`` if given."""
         state = read_training_checkpoint(checkpoint) if checkpoint else None
         if state is not None:
@@ -186,8 +190,10 @@ class Trainer:
             shown = ", ".join(changed[:6]) + (f" (+{len(changed) - 6} more)" if len(changed) > 6 else "")
             self.say(f"note: the config differs from the checkpoint's in {shown}; continuing with the new values")
         restore_rng_states(state.get("rng"), self.rank)
-        self.say(f"resumed {path}: epoch {self.pos.epoch + 1}, batch {self.pos.batch}/{self.epoch_length}, "
-                 f"step {self.pos.step}")
+        self.say(
+            f"resumed {path}: epoch {self.pos.epoch + 1}, batch {self.pos.batch}/{self.epoch_length}, "
+            f"step {self.pos.step}"
+        )
 
     # -- console --------------------------------------------------------------------------------------------------
     def say(self, message: str) -> None:
@@ -267,22 +273,25 @@ class Trainer:
         """Validation loss and per-source global SDR, next to the mixture-as-estimate baseline (cached)."""
         self.module.eval()
         lc = self.cfg["data_loader"]["valid"]
-        indices = validation.shard(len(self.valid_set), self.rank, self.world, self.tr["val_epoch_length"],
-                                   lc["batch_size"])
+        indices = validation.shard(
+            len(self.valid_set), self.rank, self.world, self.tr["val_epoch_length"], lc["batch_size"]
+        )
         loader = self._loader(self.valid_set, batch_size=lc["batch_size"], sampler=indices, lc=lc)
 
         def evaluate(mix: Tensor, stems: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
             loss, extras, out = self.forward_loss(self.module, mix, stems)
             return loss, extras, self.estimate(out, mix)
 
-        sums = validation.accumulate((self._to_device(b) for b in loader), evaluate, self.pos.baseline is None,
-                                     self.device)
+        sums = validation.accumulate(
+            (self._to_device(b) for b in loader), evaluate, self.pos.baseline is None, self.device
+        )
         if self.world > 1:
             dist.all_reduce(sums)
         self.module.train()
         # .tolist(): the one host sync of a validation
-        result, self.pos.baseline = validation.summarise(sums.tolist(), self.pos.baseline, self.pos.epoch + 1,
-                                                         self.pos.step)
+        result, self.pos.baseline = validation.summarise(
+            sums.tolist(), self.pos.baseline, self.pos.epoch + 1, self.pos.step
+        )
         return result
 
     @torch.no_grad()
@@ -303,9 +312,16 @@ class Trainer:
     # -- checkpoints ------------------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """Everything that resumes this run, plus the config that rebuilds the model (collective under DDP)."""
-        return checkpoint_dict(model=self.module, optimizer=self.optimizer, scheduler=self.scheduler,
-                               scaler=self.scaler, progress=self.pos, epoch_length=self.epoch_length,
-                               world=self.world, config=self.cfg)
+        return checkpoint_dict(
+            model=self.module,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            scaler=self.scaler,
+            progress=self.pos,
+            epoch_length=self.epoch_length,
+            world=self.world,
+            config=self.cfg,
+        )
 
     def last_path(self) -> Path:
         return self.save_dir / f"{self.name}_last.pt"
@@ -317,7 +333,7 @@ class Trainer:
             save_checkpoint(state, path)
         return path
 
-    def save_best(self, score: float) -> Optional[Path]:
+    def save_best(self, score: float) -> Path | None:
         """Keep the ``n_saved`` best checkpoints by validation SDR (this run's files only)."""
         # every rank keeps the same list (the score is all-reduced), so all agree on the collective in state()
         fname = f"{self.name}_checkpoint_{score:.4f}.pt"
@@ -366,7 +382,7 @@ class Trainer:
         self._meters_log.zero_()
         self._count_log = 0
 
-    def fit(self, max_steps: Optional[int] = None) -> TrainResult:
+    def fit(self, max_steps: int | None = None) -> TrainResult:
         """Train until ``trainer.epochs``, early stopping, a signal, or ``max_steps`` micro-batches in total
         (the last two leave a resumable ``<name>_last.pt``)."""
         from tqdm import tqdm
@@ -393,8 +409,15 @@ class Trainer:
                     self.train_set.set_epoch(pos.epoch)
                 self.sampler.set_epoch(pos.epoch, pos.batch)
                 loader = self._loader(self.train_set, self.cfg["data_loader"]["train"], batch_sampler=self.sampler)
-                pbar = tqdm(total=self.epoch_length, initial=pos.batch, desc=f"epoch {pos.epoch + 1}/{epochs}",
-                            disable=not self.progress, leave=False, dynamic_ncols=True, file=sys.stdout)
+                pbar = tqdm(
+                    total=self.epoch_length,
+                    initial=pos.batch,
+                    desc=f"epoch {pos.epoch + 1}/{epochs}",
+                    disable=not self.progress,
+                    leave=False,
+                    dynamic_ncols=True,
+                    file=sys.stdout,
+                )
                 halt = None
                 for b, batch in enumerate(loader, start=pos.batch):
                     self.train_step(b, batch)
@@ -415,7 +438,9 @@ class Trainer:
                     result.last_checkpoint = self.save_last()
                     result.interrupted = halt == "signal"
                     if halt == "signal":
-                        self.say(f"stopped by signal {stop.signal}: resume with --checkpoint '{result.last_checkpoint}'")
+                        self.say(
+                            f"stopped by signal {stop.signal}: resume with --checkpoint '{result.last_checkpoint}'"
+                        )
                     break
                 self._sync_log(None)
                 stopped_early = self._end_epoch(time.perf_counter() - t0, result)
@@ -453,7 +478,7 @@ class Trainer:
         if self.world > 1:
             dist.all_reduce(sums)
         values = sums.tolist()
-        train = {k: v / max(values[3], 1) for k, v in zip(("loss", "loss_f", "loss_t"), values[:3])}
+        train = {k: v / max(values[3], 1) for k, v in zip(("loss", "loss_f", "loss_t"), values[:3], strict=True)}
         epoch_no = pos.epoch + 1
         validate = epoch_no % self.tr["validate_every"] == 0 or epoch_no == self.tr["epochs"]
         val = self.validate() if validate else None

@@ -1,9 +1,11 @@
 """Validation arithmetic: waveform estimates from the model output (Wiener filter per the ``MWF`` block), the
 per-source global SDR sums of a rank's share, and the summary next to the "mixture as estimate" baseline."""
+
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +31,7 @@ def estimate(out: Any, mix: Tensor, stft: nn.Module, mwf: Mapping[str, Any], tim
     return stft.inverse(est[:, : len(SOURCES)], mix.shape[-1])
 
 
-def shard(size: int, rank: int, world: int, limit: Optional[int], batch_size: int) -> list[int]:
+def shard(size: int, rank: int, world: int, limit: int | None, batch_size: int) -> list[int]:
     """This rank's validation items; ``limit``: at most that many batches (``trainer.val_epoch_length``)."""
     indices = list(range(size))[rank::world]
     if limit is not None:
@@ -38,9 +40,12 @@ def shard(size: int, rank: int, world: int, limit: Optional[int], batch_size: in
 
 
 @torch.no_grad()
-def accumulate(batches: Iterable[tuple[Tensor, Tensor]],
-               evaluate: Callable[[Tensor, Tensor], tuple[Tensor, dict[str, Tensor], Tensor]],
-               need_baseline: bool, device: torch.device) -> Tensor:
+def accumulate(
+    batches: Iterable[tuple[Tensor, Tensor]],
+    evaluate: Callable[[Tensor, Tensor], tuple[Tensor, dict[str, Tensor], Tensor]],
+    need_baseline: bool,
+    device: torch.device,
+) -> Tensor:
     """The :data:`N_SUMS` sums over ``(mix, stems)`` batches on the device; ``evaluate(mix, stems)`` →
     (loss, extras, estimates)."""
     from ..metrics import global_sdr
@@ -53,17 +58,18 @@ def accumulate(batches: Iterable[tuple[Tensor, Tensor]],
         n = mix.shape[0]
         zero = loss.new_zeros(())
         sums[:3] += torch.stack([loss, extras.get("loss_f", zero), extras.get("loss_t", zero)]).double() * n
-        sums[3:3 + len(SOURCES)] += sdr.sum(0)
+        sums[3 : 3 + len(SOURCES)] += sdr.sum(0)
         if need_baseline:
             base = global_sdr(stems, mix.unsqueeze(1).expand_as(stems))
-            sums[3 + len(SOURCES):3 + 2 * len(SOURCES)] += base.sum(0)
+            sums[3 + len(SOURCES) : 3 + 2 * len(SOURCES)] += base.sum(0)
         sums[-2] += n
         sums[-1] += 1
     return sums
 
 
-def summarise(values: Sequence[float], baseline: Optional[dict[str, float]], epoch: int,
-              step: int) -> tuple[dict[str, Any], Optional[dict[str, float]]]:
+def summarise(
+    values: Sequence[float], baseline: dict[str, float] | None, epoch: int, step: int
+) -> tuple[dict[str, Any], dict[str, float] | None]:
     """The history entry of the (all-ranks) sums ``values``, and the baseline: ``baseline`` if given (it is
     computed once per run), else the one in ``values``."""
     n = max(values[-2], 1.0)

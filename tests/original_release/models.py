@@ -16,10 +16,10 @@ valid-length padding (shorter output, aligned at the start) and skips trimmed to
 
 :func:`randomize` gives any of them deterministic random weights whose outputs are not degenerate.
 """
+
 from __future__ import annotations
 
 import math
-from typing import List, Optional
 
 import julius
 import torch
@@ -38,8 +38,14 @@ class X_UMX(nn.Module):
     ``.view``, as in the release) → masks ``(batch, 4, nb_channels, n_fft//2 + 1, frames)``, ≥ 0.
     """
 
-    def __init__(self, n_fft: int = 4096, hidden_channels: int = 512, max_bins: int = 1487, nb_channels: int = 2,
-                 nb_layers: int = 3) -> None:
+    def __init__(
+        self,
+        n_fft: int = 4096,
+        hidden_channels: int = 512,
+        max_bins: int = 1487,
+        nb_channels: int = 2,
+        nb_layers: int = 3,
+    ) -> None:
         super().__init__()
         nb_bins = n_fft // 2 + 1
         hidden = hidden_channels
@@ -50,25 +56,34 @@ class X_UMX(nn.Module):
         self.output_scale = nn.Parameter(torch.ones(SOURCES * nb_bins))
         self.affine1 = nn.Sequential(
             nn.Conv1d(SOURCES * nb_channels * max_bins, SOURCES * hidden, 1, groups=SOURCES, bias=False),
-            nn.BatchNorm1d(SOURCES * hidden), nn.Tanh())
+            nn.BatchNorm1d(SOURCES * hidden),
+            nn.Tanh(),
+        )
         dropout = 0.4 if nb_layers > 1 else 0.0  # torch warns about dropout on a single layer
         self.bass_lstm = nn.LSTM(hidden, hidden // 2, nb_layers, dropout=dropout, bidirectional=True)
         self.drums_lstm = nn.LSTM(hidden, hidden // 2, nb_layers, dropout=dropout, bidirectional=True)
         self.vocals_lstm = nn.LSTM(hidden, hidden // 2, nb_layers, dropout=dropout, bidirectional=True)
         self.other_lstm = nn.LSTM(hidden, hidden // 2, nb_layers, dropout=dropout, bidirectional=True)
         self.affine2 = nn.Sequential(
-            nn.Conv1d(2 * hidden, SOURCES * hidden, 1, bias=False), nn.BatchNorm1d(SOURCES * hidden), nn.ReLU(),
+            nn.Conv1d(2 * hidden, SOURCES * hidden, 1, bias=False),
+            nn.BatchNorm1d(SOURCES * hidden),
+            nn.ReLU(),
             nn.Conv1d(SOURCES * hidden, SOURCES * nb_channels * nb_bins, 1, groups=SOURCES, bias=False),
-            nn.BatchNorm1d(SOURCES * nb_channels * nb_bins))
+            nn.BatchNorm1d(SOURCES * nb_channels * nb_bins),
+        )
 
     def forward(self, spec: Tensor) -> Tensor:
         batch, channels, bins, frames = spec.shape
-        spec = spec[..., :self.max_bins, :]
+        spec = spec[..., : self.max_bins, :]
         x = (spec.unsqueeze(1) + self.input_means.view(4, 1, -1, 1)) * self.input_scale.view(4, 1, -1, 1)
         x = x.view(batch, -1, frames)  # (batch, sources·channels·max_bins, frames); fails on transposed inputs
         cross_1 = self.affine1(x).view(batch, 4, -1, frames).mean(1).permute(2, 0, 1)  # (frames, batch, hidden)
-        average = (self.bass_lstm(cross_1)[0] + self.drums_lstm(cross_1)[0] + self.vocals_lstm(cross_1)[0]
-                   + self.other_lstm(cross_1)[0]) * 0.25
+        average = (
+            self.bass_lstm(cross_1)[0]
+            + self.drums_lstm(cross_1)[0]
+            + self.vocals_lstm(cross_1)[0]
+            + self.other_lstm(cross_1)[0]
+        ) * 0.25
         cross_2 = torch.cat([cross_1, average], 2).permute(1, 2, 0)  # (batch, 2·hidden, frames)
         mask = self.affine2(cross_2).view(batch, 4, channels, bins, frames)
         mask = mask * self.output_scale.view(4, 1, -1, 1) + self.output_means.view(4, 1, -1, 1)
@@ -83,39 +98,41 @@ class D2_block(nn.Module):
     into layer ``i + j``'s. Each pre-activation goes through BN + ReLU; the output is the last layers' outputs.
     """
 
-    def __init__(self, in_channels: int, k: int, L: int, last_n_layers: Optional[int] = None) -> None:
+    def __init__(self, in_channels: int, k: int, L: int, last_n_layers: int | None = None) -> None:
         super().__init__()
         self.L = L
         self.last_n_layers = L if last_n_layers is None else min(L, last_n_layers)
-        self.conv_layers = nn.ModuleList([
-            nn.Conv2d(k if i else in_channels, k * (L - i), 3, padding=2 ** i, dilation=2 ** i, bias=False)
-            for i in range(L)])
+        self.conv_layers = nn.ModuleList(
+            [
+                nn.Conv2d(k if i else in_channels, k * (L - i), 3, padding=2**i, dilation=2**i, bias=False)
+                for i in range(L)
+            ]
+        )
         self.bn_layers = nn.ModuleList([nn.Sequential(nn.BatchNorm2d(k), nn.ReLU()) for _ in range(L)])
 
     def forward(self, x: Tensor) -> Tensor:
-        outputs: List[Tensor] = []
-        pending: List[Tensor] = []  # pending[j]: what earlier layers have added to layer i + j's pre-activation
+        outputs: list[Tensor] = []
+        pending: list[Tensor] = []  # pending[j]: what earlier layers have added to layer i + j's pre-activation
         i = 0
-        for conv, bn in zip(self.conv_layers, self.bn_layers):
+        for conv, bn in zip(self.conv_layers, self.bn_layers):  # noqa: B905 (TorchScript's zip takes no strict)
             pieces = conv(x).chunk(self.L - i, 1)
             if i == 0:
                 pre = pieces[0]
                 pending = pieces[1:]
             else:
                 pre = pieces[0] + pending[0]
-                pending = [acc + piece for acc, piece in zip(pending[1:], pieces[1:])]
+                pending = [acc + piece for acc, piece in zip(pending[1:], pieces[1:])]  # noqa: B905 (TorchScript)
             x = bn(pre)
             outputs.append(x)
-            i += 1
-        return torch.cat(outputs[len(outputs) - self.last_n_layers:], 1)
+            i += 1  # noqa: SIM113 (TorchScript cannot enumerate a zip of module lists)
+        return torch.cat(outputs[len(outputs) - self.last_n_layers :], 1)
 
 
 class D3_block(nn.Module):
     """``M`` D2 blocks, each fed the input and the earlier blocks' outputs (§7.2):
     ``(B, in_channels, F, T)`` → ``(B, in_channels + M·k·last_n_layers, F, T)``."""
 
-    def __init__(self, in_channels: int, M: int = 2, k: int = 12, L: int = 3,
-                 last_n_layers: Optional[int] = None) -> None:
+    def __init__(self, in_channels: int, M: int = 2, k: int = 12, L: int = 3, last_n_layers: int | None = None) -> None:
         super().__init__()
         last = L if last_n_layers is None else min(L, last_n_layers)
         self.d2_layers = nn.ModuleList([D2_block(in_channels + m * k * last, k, L, last) for m in range(M)])
@@ -135,8 +152,15 @@ class MultiHeadAttention(nn.Module):
     zero get the release's bias of −1e-9 (meant as −1e9, so in effect unmasked). No positional encoding.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, d_model: int, n_heads: int = 8, query_shape: int = 2,
-                 memory_flange: int = 3) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        d_model: int,
+        n_heads: int = 8,
+        query_shape: int = 2,
+        memory_flange: int = 3,
+    ) -> None:
         super().__init__()
         self.n_heads = n_heads
         self.depth = d_model // n_heads
@@ -178,40 +202,59 @@ class UNetAttn(nn.Module):
     from ``2·⌊max_bins/2⌋ − 1`` and the frames from ``2·⌊frames/2⌋ − 1`` on are exactly 0.25.
     """
 
-    def __init__(self, in_channels: int = 2, max_bins: int = 1487, k: int = 12, layers: int = 6, d_model: int = 128,
-                 n_heads: int = 8, attn_channels: int = 256) -> None:
+    def __init__(
+        self,
+        in_channels: int = 2,
+        max_bins: int = 1487,
+        k: int = 12,
+        layers: int = 6,
+        d_model: int = 128,
+        n_heads: int = 8,
+        attn_channels: int = 256,
+    ) -> None:
         super().__init__()
         self.max_bins = max_bins
         sizes = [max(2, 5 - i) for i in range(layers)]  # D2 depth L of each level
         widths = [in_channels]  # widths[i + 1]: output channels of level i (122, 218, 290, 338, 386, 434)
         for L in sizes:
             widths.append(widths[-1] + 2 * k * L)
-        self.down_convs = nn.ModuleList([nn.Sequential(D3_block(widths[i], 2, k, L), nn.AvgPool2d(2, 2))
-                                         for i, L in enumerate(sizes)])
+        self.down_convs = nn.ModuleList(
+            [nn.Sequential(D3_block(widths[i], 2, k, L), nn.AvgPool2d(2, 2)) for i, L in enumerate(sizes)]
+        )
         self.attn = nn.Sequential(
-            MultiHeadAttention(widths[-1], attn_channels, d_model, n_heads), nn.BatchNorm2d(attn_channels), nn.ReLU(),
-            MultiHeadAttention(attn_channels, attn_channels, d_model, n_heads), nn.BatchNorm2d(attn_channels),
-            nn.ReLU())
+            MultiHeadAttention(widths[-1], attn_channels, d_model, n_heads),
+            nn.BatchNorm2d(attn_channels),
+            nn.ReLU(),
+            MultiHeadAttention(attn_channels, attn_channels, d_model, n_heads),
+            nn.BatchNorm2d(attn_channels),
+            nn.ReLU(),
+        )
         up = []
         channels = widths[-1] + attn_channels
         for step, level in enumerate(range(layers - 2, -1, -1)):
             L, skip = sizes[level], widths[level + 1]
-            block: List[nn.Module] = [D3_block(channels, 2, k, L),
-                                      nn.ConvTranspose2d(channels + 2 * k * L, skip, 3, stride=2, padding=1, bias=False),
-                                      nn.BatchNorm2d(skip), nn.ReLU()]
+            block: list[nn.Module] = [
+                D3_block(channels, 2, k, L),
+                nn.ConvTranspose2d(channels + 2 * k * L, skip, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(skip),
+                nn.ReLU(),
+            ]
             if step < 3:
                 block.append(nn.Dropout2d(0.4))
             up.append(nn.Sequential(*block))
             channels = 2 * skip
         self.up_convs = nn.ModuleList(up)
         self.end = nn.Sequential(
-            nn.ConvTranspose2d(channels, widths[1], 5, 2, 2, bias=False), nn.BatchNorm2d(widths[1]), nn.ReLU(),
-            nn.Conv2d(widths[1], SOURCES * in_channels, 3, padding=2, dilation=2))
+            nn.ConvTranspose2d(channels, widths[1], 5, 2, 2, bias=False),
+            nn.BatchNorm2d(widths[1]),
+            nn.ReLU(),
+            nn.Conv2d(widths[1], SOURCES * in_channels, 3, padding=2, dilation=2),
+        )
 
     def forward(self, spec: Tensor) -> Tensor:
         batch, channels, bins, frames = spec.shape
-        x = spec[:, :, :self.max_bins]
-        skips: List[Tensor] = []
+        x = spec[:, :, : self.max_bins]
+        skips: list[Tensor] = []
         for down in self.down_convs:
             x = down(x)
             skips.append(x)
@@ -253,28 +296,47 @@ class DemucsSplit(nn.Module):
     ``L' ≤ L`` (no valid-length padding; the output is aligned with the input's start).
     """
 
-    def __init__(self, channels: int = 48, depth: int = 6, kernel_size: int = 8, stride: int = 4,
-                 rescale: float = 0.1, resample: bool = True, lstm_layers: int = 2, growth: int = 2,
-                 audio_channels: int = 2, sources: int = SOURCES) -> None:
+    def __init__(
+        self,
+        channels: int = 48,
+        depth: int = 6,
+        kernel_size: int = 8,
+        stride: int = 4,
+        rescale: float = 0.1,
+        resample: bool = True,
+        lstm_layers: int = 2,
+        growth: int = 2,
+        audio_channels: int = 2,
+        sources: int = SOURCES,
+    ) -> None:
         super().__init__()
         self.sources = sources
         self.audio_channels = audio_channels
         self.up_sample = julius.ResampleFrac(1, 2) if resample else nn.Identity()
         self.down_sample = julius.ResampleFrac(2, 1) if resample else nn.Identity()
-        widths = [channels * growth ** i for i in range(depth)]  # 48 … 1536
-        self.encoder = nn.ModuleList([
-            nn.Sequential(nn.Conv1d(widths[i - 1] if i else audio_channels, ch, kernel_size, stride), nn.ReLU(),
-                          nn.Conv1d(ch, 2 * ch, 1), nn.GLU(1))
-            for i, ch in enumerate(widths)])
+        widths = [channels * growth**i for i in range(depth)]  # 48 … 1536
+        self.encoder = nn.ModuleList(
+            [
+                nn.Sequential(
+                    nn.Conv1d(widths[i - 1] if i else audio_channels, ch, kernel_size, stride),
+                    nn.ReLU(),
+                    nn.Conv1d(ch, 2 * ch, 1),
+                    nn.GLU(1),
+                )
+                for i, ch in enumerate(widths)
+            ]
+        )
         deepest_first = widths[::-1]
         self.convs_1x1 = nn.ModuleList([nn.Conv1d(ch, 4 * ch, 3, padding=1, bias=False) for ch in deepest_first])
-        self.dec_pre_convs = nn.ModuleList([nn.Conv1d(2 * ch, 4 * ch, 3, padding=1, groups=sources)
-                                            for ch in deepest_first])
+        self.dec_pre_convs = nn.ModuleList(
+            [nn.Conv1d(2 * ch, 4 * ch, 3, padding=1, groups=sources) for ch in deepest_first]
+        )
         decoder = []
         for level, ch in enumerate(deepest_first):
             last = level == depth - 1
-            conv = nn.ConvTranspose1d(2 * ch, sources * audio_channels if last else ch, kernel_size, stride,
-                                      groups=sources)
+            conv = nn.ConvTranspose1d(
+                2 * ch, sources * audio_channels if last else ch, kernel_size, stride, groups=sources
+            )
             decoder.append(nn.Sequential(conv) if last else nn.Sequential(conv, nn.ReLU()))
         self.decoder = nn.ModuleList(decoder)
         self.lstm = nn.LSTM(widths[-1], widths[-1], lstm_layers, bidirectional=True)
@@ -287,15 +349,15 @@ class DemucsSplit(nn.Module):
         mean = mono.mean(-1, keepdim=True)
         std = mono.std(-1, keepdim=True) + 1e-5
         x = self.up_sample((wav - mean) / std)
-        saved: List[Tensor] = []
+        saved: list[Tensor] = []
         for encode in self.encoder:
             x = encode(x)
             saved.append(x)
         x = self.lstm(x.permute(2, 0, 1))[0]  # time-major (T, batch, 2·C)
         x = self.lstm_linear(x).permute(1, 2, 0)  # (batch, 2·C, T)
-        for pre, conv_1x1, decode in zip(self.dec_pre_convs, self.convs_1x1, self.decoder):
+        for pre, conv_1x1, decode in zip(self.dec_pre_convs, self.convs_1x1, self.decoder):  # noqa: B905 (TorchScript)
             skip = saved.pop()
-            x = pre(x) + conv_1x1(skip[..., :x.shape[-1]])
+            x = pre(x) + conv_1x1(skip[..., : x.shape[-1]])
             x = decode(source_glu(x, self.sources))
         # one signal at a time: the same values (torch.equal) as one call, whose oneDNN convolution on
         # (8, 1, L) is slower: julius.ResampleFrac(2, 1) on torch.randn(1, 8, 5289300) (a 60 s clip), 1 thread,
@@ -314,7 +376,10 @@ def example_mix(samples: int, seed: int = 0) -> Tensor:
     """A music-like stereo signal ``(2, samples)`` at 44.1 kHz, RMS 0.1: panned harmonic tones with slow tremolo
     and decaying noise bursts every half second. The calibration input of :func:`randomize`."""
     g = torch.Generator().manual_seed(seed)
-    uniform = lambda: float(torch.rand((), generator=g, dtype=torch.float64))  # noqa: E731
+
+    def uniform():
+        return float(torch.rand((), generator=g, dtype=torch.float64))
+
     t = torch.arange(samples, dtype=torch.float64) / SAMPLE_RATE
     mix = torch.zeros(2, samples)
     for _ in range(6):
@@ -342,9 +407,10 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
        RMS ≈ 0.1: X-UMX's ``input_means`` / ``input_scale`` become −mean / 1/std of the crop's bins (each
        value × a log-uniform factor in [0.8, 1.25]), its ``output_scale`` ~ U(0.15, 0.3) and ``output_means``
        ~ U(0.3, 0.7); every BatchNorm's running mean / var become the statistics of its input on the example
-       (one pass, BN layers alone in train mode with cumulative averaging), so no layer saturates. Demucs has no BatchNorm: one pass in which every
-       convolution / linear layer divides its weights and bias by the RMS of its output, so each stage has unit
-       RMS, then the last decoder is scaled so that the (standardised) sources have RMS 0.5, half the mixture's.
+       (one pass, BN layers alone in train mode with cumulative averaging), so no layer saturates.
+       Demucs has no BatchNorm: one pass in which every convolution / linear layer divides its weights and bias
+       by the RMS of its output, so each stage has unit RMS, then the last decoder is scaled so that the
+       (standardised) sources have RMS 0.5, half the mixture's.
     The masks then have mean ≈ 0.5 and a wide spread; Demucs outputs have the input's order of magnitude (the
     bounds are checked in ``tests/test_original_release.py``).
     """
@@ -360,11 +426,15 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
         # (1, 2, 2049, 256), made contiguous: the X-UMX cannot take the STFT's transposed layout
         mag = spectrogram(F.pad(example_mix(255 * 1024, seed), [0, 1024]))[1].unsqueeze(0).contiguous()
         if isinstance(model, X_UMX):
-            crop = mag[:, :, :model.max_bins]
-            jitter = lambda n: torch.exp(torch.empty(n).uniform_(-0.22, 0.22, generator=g))  # noqa: E731
+            crop = mag[:, :, : model.max_bins]
+
+            def jitter(n):
+                return torch.exp(torch.empty(n).uniform_(-0.22, 0.22, generator=g))
+
             model.input_means.copy_(-crop.mean((0, 1, 3)).repeat(SOURCES) * jitter(model.input_means.numel()))
-            model.input_scale.copy_((1 / (crop.std((0, 1, 3)) + 1e-3)).repeat(SOURCES)
-                                    * jitter(model.input_scale.numel()))
+            model.input_scale.copy_(
+                (1 / (crop.std((0, 1, 3)) + 1e-3)).repeat(SOURCES) * jitter(model.input_scale.numel())
+            )
             model.output_scale.uniform_(0.15, 0.3, generator=g)
             model.output_means.uniform_(0.3, 0.7, generator=g)
         _calibrate_batchnorm(model, mag)
@@ -379,7 +449,7 @@ def _draw(module: nn.Module, g: torch.Generator) -> None:
         fan_in = module.weight.shape[0] // module.groups * module.weight[0, 0].numel() / math.prod(module.stride)
     elif isinstance(module, nn.LSTM):
         for p in module.parameters():
-            p.uniform_(-module.hidden_size ** -0.5, module.hidden_size ** -0.5, generator=g)
+            p.uniform_(-(module.hidden_size**-0.5), module.hidden_size**-0.5, generator=g)
         return
     elif isinstance(module, nn.modules.batchnorm._BatchNorm):
         module.weight.uniform_(0.5, 1.5, generator=g)
@@ -387,7 +457,7 @@ def _draw(module: nn.Module, g: torch.Generator) -> None:
         return
     else:
         return
-    module.weight.normal_(0, fan_in ** -0.5, generator=g)
+    module.weight.normal_(0, fan_in**-0.5, generator=g)
     if module.bias is not None:
         module.bias.normal_(0, 0.1, generator=g)
 

@@ -17,11 +17,12 @@ Note: ``torch.stft`` returns a transposed (non-contiguous) tensor, and the X-UMX
 ``.view``, so a TorchScript X-UMX (``xumx_mwf.pth``) fails in :func:`tf_sep` exactly as the release's would on
 this torch; 1.0.2 runs the X-UMX as ``xumx.onnx``, which onnxruntime reads whatever its strides.
 """
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Dict, Mapping
 
 import norbert
 import numpy as np
@@ -39,12 +40,12 @@ MAX_SHIFT = 22050
 SHORT_CHUNK = ("crash", "pad128")
 
 # rows: drums, bass, other, vocals; blended in this order (unet, demucs, xumx)
-WEIGHTS: Dict[str, Tensor] = {
+WEIGHTS: dict[str, Tensor] = {
     "unet": torch.tensor([0.2, 0.17, 0.5, 0.4]),
     "demucs": torch.tensor([0.6, 0.73, 0.5, 0.4]),
     "xumx": torch.tensor([0.2, 0.1, 0.0, 0.2]),
 }
-FAST_WEIGHTS: Dict[str, Tensor] = {
+FAST_WEIGHTS: dict[str, Tensor] = {
     "unet": torch.tensor([0.4, 0.27, 0.5, 0.6]),
     "demucs": torch.tensor([0.6, 0.73, 0.5, 0.4]),
 }
@@ -108,21 +109,22 @@ def demucs_sep(model: Model, y: Tensor) -> Tensor:
     length = y.shape[-1]
     padded = F.pad(y, [MAX_SHIFT, MAX_SHIFT])
     out = torch.zeros(4, 2, length)
-    pred = model(padded[:, :length + MAX_SHIFT].unsqueeze(0)).squeeze(0)
+    pred = model(padded[:, : length + MAX_SHIFT].unsqueeze(0)).squeeze(0)
     valid = min(length, pred.shape[-1] - MAX_SHIFT)
-    out[..., :valid] = pred[..., MAX_SHIFT:MAX_SHIFT + valid]
+    out[..., :valid] = pred[..., MAX_SHIFT : MAX_SHIFT + valid]
     return out.clamp(-0.99, 0.99)
 
 
-def model_estimates(wav: Tensor, files: Mapping[str, Path], fast: bool = False,
-                    short_chunk: str = "crash") -> Dict[str, Tensor]:
+def model_estimates(
+    wav: Tensor, files: Mapping[str, Path], fast: bool = False, short_chunk: str = "crash"
+) -> dict[str, Tensor]:
     """Each model's own estimate of ``wav (2, n)``, before weighting: role → ``(4, 2, n)``, in the order 1.0.2
     runs them (``unet``, ``demucs``, ``xumx``; ``fast``: no ``xumx``). ``files``: role → release file."""
     n = wav.shape[1]
     y = F.pad(wav, [0, HOP])  # so that the iSTFT (no length) still covers n samples
-    estimates: Dict[str, Tensor] = {}
+    estimates: dict[str, Tensor] = {}
     with torch.no_grad():
-        for role in (FAST_WEIGHTS if fast else WEIGHTS):
+        for role in FAST_WEIGHTS if fast else WEIGHTS:
             model = load_model(files[role])
             if role == "demucs":
                 pred = demucs_sep(model, y)
@@ -132,8 +134,7 @@ def model_estimates(wav: Tensor, files: Mapping[str, Path], fast: bool = False,
     return estimates
 
 
-def separate_original(wav: Tensor, files: Mapping[str, Path], fast: bool = False,
-                      short_chunk: str = "crash") -> Tensor:
+def separate_original(wav: Tensor, files: Mapping[str, Path], fast: bool = False, short_chunk: str = "crash") -> Tensor:
     """danna-sep 1.0.2 on ``wav (2, n)`` float32 at 44.1 kHz → ``(4, 2, n)`` (drums, bass, other, vocals):
     the models' estimates blended with the release's per-source weights (``fast``: U-Net and Demucs only)."""
     weights = FAST_WEIGHTS if fast else WEIGHTS
