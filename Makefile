@@ -7,13 +7,13 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test lint bench venv clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first, pinned: pip takes the CPU build on this machine's disk (never a multi-GB CUDA build)
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[test,onnx]' pretty_midi
+	$(PIP) install -q -e '.[test,onnx,lint]' pretty_midi
 	# tinysoundfont's declared dependency (pyaudio) is only for playback and needs PortAudio headers
 	$(PIP) install -q --no-deps tinysoundfont
 	# museval imports stempeg, which refuses to import without the ffmpeg/ffprobe binaries
@@ -27,6 +27,12 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m danna_sep.demo
+
+# ruff (lint, import order, formatting) and mypy, configured in pyproject.toml: zero findings
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile
