@@ -112,7 +112,7 @@ def peer_model(name: str) -> nn.Module | None:
 
 def plain_step(model: nn.Module, trainer: Trainer) -> Callable[[tuple[Tensor, Tensor]], None]:
     """A bare training step (forward, the config's loss, backward, Adam) for ``model`` on the trainer's loss."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=trainer.cfg["optimizer"]["args"]["lr"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=trainer.cfg.optimizer.args["lr"])
     model.train()
 
     def loss_fn(mix: Tensor, stems: Tensor) -> Tensor:

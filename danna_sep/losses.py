@@ -51,6 +51,10 @@ class CombinationLoss(nn.Module):
     samples)`` → ``(loss, {"loss_f", "loss_t"})``.
     """
 
+    # buffers (registered in __init__), declared for type checkers
+    combos: Tensor  # (combinations, sources) 0/1
+    signal_coeffs: Tensor  # (4, combinations, 2·sources + 1) float64: s, ŝ, n, n̂ from (stems, estimates, mix)
+
     def __init__(self, mcoeff: float = 10.0, n_fft: int = 4096, hop_length: int = 1024, n_iter: int | None = None):
         super().__init__()
         if n_iter is not None and n_iter < 0:

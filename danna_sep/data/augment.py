@@ -39,6 +39,7 @@ import math
 from collections.abc import Sequence
 from fractions import Fraction
 
+import julius
 import numpy as np
 import torch
 from torch import nn
@@ -171,8 +172,6 @@ def _ratio(value: float) -> Fraction:
 def _resamplers(ratios: Sequence[Fraction]) -> nn.ModuleDict:
     """One julius resampler per ratio (``ratio`` input samples → 1 output sample), built once: the kernels are
     the costly part, and as buffers they follow the module to its device."""
-    import julius  # lazy: only training needs it
-
     return nn.ModuleDict({_key(r): julius.ResampleFrac(r.numerator, r.denominator) for r in set(ratios) if r != 1})
 
 

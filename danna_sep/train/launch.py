@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import tempfile
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 from torch.utils.data import Dataset
 
-from .. import PathLike
-from ..config import apply_overrides, configs_dir, load_config, validate_config
+from .. import PathLike, errors
+from ..config import TrainConfig, apply_overrides, configs_dir, parse_config, read_config
 from ..errors import ConfigError, DannaError
 from ..runtime import resolve_device as resolve_any_device
 from .build import build_dataset, dataset_root
@@ -38,14 +41,33 @@ def resolve_device(device: int | str | torch.device | None = None) -> torch.devi
     return resolve_any_device(str(device))
 
 
-def _as_config(config: PathLike | Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    if isinstance(config, Mapping):
-        return validate_config(apply_overrides(config, overrides))
-    return load_config(config, overrides)
+def _as_config(config: PathLike | Mapping[str, Any] | TrainConfig, overrides: Sequence[str]) -> TrainConfig:
+    """The one conversion of :func:`train`'s ``config`` (a path, a dict or a typed config) into a checked one."""
+    if isinstance(config, TrainConfig):
+        return parse_config(apply_overrides(config.model_dump(), overrides)) if overrides else parse_config(config)
+    raw = config if isinstance(config, Mapping) else read_config(config)
+    return parse_config(apply_overrides(raw, overrides))
+
+
+@dataclass
+class _RunOptions:
+    """What every process of a run needs besides the config and its device (pickled to spawned workers)."""
+
+    root: PathLike | None
+    checkpoint: PathLike | None
+    weights: PathLike | None
+    partial_weights: bool
+    workdir: PathLike | None
+    max_steps: int | None
+    verbose: bool
+    progress: bool
+    tensorboard: bool
+    train_set: Dataset | None
+    valid_set: Dataset | None
 
 
 def train(
-    config: PathLike | Mapping[str, Any],
+    config: PathLike | Mapping[str, Any] | TrainConfig,
     *,
     root: PathLike | None = None,
     device: int | str | torch.device | None = None,
@@ -62,7 +84,7 @@ def train(
     train_set: Dataset | None = None,
     valid_set: Dataset | None = None,
 ) -> TrainResult:
-    """Train a model from a config (a path or a dict; validated here).
+    """Train a model from a config (a path, a dict or a :class:`~danna_sep.config.TrainConfig`; checked here, once).
 
     Args:
         root: dataset folder (overrides ``$MUSDB_ROOT`` and the config's ``dataset.*.args.root``).
@@ -79,7 +101,7 @@ def train(
     Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) every process calls this and joins the group.
     """
     cfg = _as_config(config, overrides)
-    kwargs = dict(
+    options = _RunOptions(
         root=root,
         checkpoint=checkpoint,
         weights=weights,
@@ -92,41 +114,27 @@ def train(
         train_set=train_set,
         valid_set=valid_set,
     )
-    for split, given in (("train", train_set), ("valid", valid_set)):
-        if given is None:  # fail here, before any worker starts
-            dataset_root(cfg["dataset"][split]["args"], root, f"dataset.{split}")
+    # a missing dataset folder fails here, before any worker starts
+    if train_set is None:
+        dataset_root(cfg.dataset.train.args, root, "dataset.train")
+    if valid_set is None:
+        dataset_root(cfg.dataset.valid.args, root, "dataset.valid")
     if device_ids is not None and len(device_ids) > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return _spawn(cfg, list(device_ids), kwargs)
+        return _spawn(cfg, list(device_ids), options)
     if device_ids:
         device = device_ids[0]
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
-        return _run_distributed(cfg, device, kwargs)
-    return _run(cfg, resolve_device(device), 0, 1, **kwargs)
+        return _run_distributed(cfg, device, options)
+    return _run(cfg, resolve_device(device), 0, 1, options)
 
 
-def _run(
-    cfg: Mapping[str, Any],
-    device: torch.device,
-    rank: int,
-    world: int,
-    *,
-    root: PathLike | None,
-    checkpoint: PathLike | None,
-    weights: PathLike | None,
-    partial_weights: bool,
-    workdir: PathLike | None,
-    max_steps: int | None,
-    verbose: bool,
-    progress: bool,
-    tensorboard: bool,
-    train_set: Dataset | None,
-    valid_set: Dataset | None,
-) -> TrainResult:
+def _run(cfg: TrainConfig, device: torch.device, rank: int, world: int, options: _RunOptions) -> TrainResult:
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    train_set = train_set if train_set is not None else build_dataset(cfg, "train", root)
-    valid_set = valid_set if valid_set is not None else build_dataset(cfg, "valid", root)
+    o = options
+    train_set = o.train_set if o.train_set is not None else build_dataset(cfg, "train", o.root)
+    valid_set = o.valid_set if o.valid_set is not None else build_dataset(cfg, "valid", o.root)
     trainer = Trainer(
         cfg,
         device=device,
@@ -134,18 +142,18 @@ def _run(
         valid_set=valid_set,
         rank=rank,
         world=world,
-        workdir=workdir,
-        verbose=verbose,
-        progress=progress,
-        tensorboard=tensorboard,
+        workdir=o.workdir,
+        verbose=o.verbose,
+        progress=o.progress,
+        tensorboard=o.tensorboard,
     )
-    if weights is not None:
-        trainer.load_weights(weights, partial_weights)
-    trainer.prepare(checkpoint)
-    return trainer.fit(max_steps)
+    if o.weights is not None:
+        trainer.load_weights(o.weights, o.partial_weights)
+    trainer.prepare(o.checkpoint)
+    return trainer.fit(o.max_steps)
 
 
-def _run_distributed(cfg: Mapping[str, Any], device: Any, kwargs: dict[str, Any]) -> TrainResult:
+def _run_distributed(cfg: TrainConfig, device: Any, options: _RunOptions) -> TrainResult:
     """One rank under torchrun (or spawned by :func:`_spawn`): join the group, train, leave."""
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local = int(os.environ.get("LOCAL_RANK", rank))
@@ -158,15 +166,13 @@ def _run_distributed(cfg: Mapping[str, Any], device: Any, kwargs: dict[str, Any]
     if initialised_here:
         dist.init_process_group(backend, rank=rank, world_size=world)
     try:
-        return _run(cfg, dev, rank, world, **kwargs)
+        return _run(cfg, dev, rank, world, options)
     finally:
         if initialised_here:
             dist.destroy_process_group()
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -177,8 +183,8 @@ def _spawn_worker(
     world: int,
     port: int,
     device_ids: list[int],
-    cfg: Mapping[str, Any],
-    kwargs: dict[str, Any],
+    cfg: TrainConfig,
+    options: _RunOptions,
     result_path: str,
 ) -> None:
     os.environ.update(
@@ -187,7 +193,7 @@ def _spawn_worker(
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     device = device_ids[rank] if torch.cuda.is_available() else None
     try:
-        result = _run_distributed(cfg, device, kwargs)
+        result = _run_distributed(cfg, device, options)
     except DannaError as exc:  # a user error: the parent re-raises it as such (not as a worker traceback)
         torch.save({"error": type(exc).__name__, "message": str(exc)}, f"{result_path}.{rank}.error")
         raise
@@ -195,10 +201,8 @@ def _spawn_worker(
         torch.save(result.__dict__, result_path)
 
 
-def _spawn(cfg: Mapping[str, Any], device_ids: list[int], kwargs: dict[str, Any]) -> TrainResult:
+def _spawn(cfg: TrainConfig, device_ids: list[int], options: _RunOptions) -> TrainResult:
     """``--device_ids I J …``: one DDP worker per device on this machine, launched with torch.multiprocessing."""
-    import torch.multiprocessing as mp
-
     if torch.cuda.is_available():
         bad = [i for i in device_ids if i >= torch.cuda.device_count()]
         if bad:
@@ -215,7 +219,7 @@ def _spawn(cfg: Mapping[str, Any], device_ids: list[int], kwargs: dict[str, Any]
         try:
             ctx = mp.spawn(
                 _spawn_worker,
-                args=(world, _free_port(), device_ids, cfg, kwargs, result_path),
+                args=(world, _free_port(), device_ids, cfg, options, result_path),
                 nprocs=world,
                 join=False,
             )
@@ -241,8 +245,6 @@ def _spawn(cfg: Mapping[str, Any], device_ids: list[int], kwargs: dict[str, Any]
 
 
 def _raise_worker_error(result_path: str, world: int) -> None:
-    from .. import errors
-
     for rank in range(world):
         path = f"{result_path}.{rank}.error"
         if os.path.exists(path):

@@ -28,7 +28,10 @@ def mix_seed(*parts: int) -> int:
 
 def rng_states() -> dict[str, Any]:
     """Every global RNG state, in a form ``torch.load(weights_only=True)`` accepts."""
-    key, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = np.random.get_state(legacy=True)
+    if not isinstance(state, tuple):  # legacy=True gives the MT19937 tuple (numpy's stubs say it may be a dict)
+        raise TypeError(f"unexpected numpy RNG state {type(state).__name__}")
+    key, keys, pos, has_gauss, gauss = state
     return {
         "python": random.getstate(),
         "numpy": {

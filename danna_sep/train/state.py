@@ -126,7 +126,7 @@ def read_training_checkpoint(path: PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a training checkpoint (no 'model' entry)")
     if "trainer" not in state or "optimizer" not in state:
         raise CheckpointError(f"{path}: holds weights only; pass it with --weights to start a new run from it")
-    return state
+    return dict(state)
 
 
 def load_model_state(module: nn.Module, state: Mapping[str, Any], path: PathLike, arch_type: str) -> None:

@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .. import SOURCES, PathLike
 from ..checkpoints import WeightsReport, load_weights, save_checkpoint
+from ..config import LoaderConfig, TrainConfig, parse_config
 from ..errors import DannaError, DatasetError
 from . import tensorboard as tb
 from . import validation
@@ -84,12 +85,19 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
+def _size(dataset: Dataset, split: str) -> int:
+    """The number of items of a map-style dataset (torch's ``Dataset`` type does not promise ``__len__``)."""
+    if not isinstance(dataset, Sized):
+        raise DatasetError(f"the {split} dataset has no length: the trainer needs a map-style dataset (with __len__)")
+    return len(dataset)
+
+
 class Trainer:
     """One training run on one process (one rank of a DDP group when ``world > 1``)."""
 
     def __init__(
         self,
-        cfg: Mapping[str, Any],
+        cfg: TrainConfig | Mapping[str, Any],
         *,
         device: torch.device,
         train_set: Dataset,
@@ -101,21 +109,21 @@ class Trainer:
         progress: bool = True,
         tensorboard: bool = True,
     ) -> None:
-        self.cfg = dict(cfg)
-        tr = self.cfg["trainer"]
+        self.cfg = parse_config(cfg)  # a dict is checked here; a parsed config is used as it is
+        tr = self.cfg.trainer
         self.tr = tr
-        self.name = self.cfg["name"]
+        self.name = self.cfg.name
         self.device = device
         self.rank, self.world = rank, world
         self.main = rank == 0
         self.verbose = verbose and self.main
         self.progress = progress and self.main
         self.workdir = Path(workdir or ".")
-        self.save_dir = self.workdir / tr["save_dir"]
-        self.seed = tr["seed"]
-        self.time_domain = tr["time_domain"]
+        self.save_dir = self.workdir / tr.save_dir
+        self.seed = tr.seed
+        self.time_domain = self.cfg.time_domain
 
-        if tr["deterministic"]:
+        if tr.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
@@ -126,16 +134,17 @@ class Trainer:
         self.module, self.stft, self.criterion, self.augment = parts.model, parts.stft, parts.criterion, parts.augment
 
         self.train_set, self.valid_set = train_set, valid_set
-        self.sampler = build_sampler(self.cfg, len(train_set), rank, world)
+        self.train_size, self.valid_size = _size(train_set, "train"), _size(valid_set, "valid")
+        self.sampler = build_sampler(self.cfg, self.train_size, rank, world)
         self.epoch_length = self.sampler.num_batches
         if self.epoch_length == 0:
             raise DatasetError(
-                f"the train split has {len(train_set)} items, fewer than one batch of "
-                f"{self.cfg['data_loader']['train']['batch_size']} (data_loader.train.batch_size, drop_last)"
+                f"the train split has {self.train_size} items, fewer than one batch of "
+                f"{self.cfg.data_loader.train.batch_size} (data_loader.train.batch_size, drop_last)"
             )
 
-        amp = tr["amp_enabled"]
-        self.amp_dtype = torch.bfloat16 if tr["amp_dtype"] == "bfloat16" else torch.float16
+        amp = tr.amp_enabled
+        self.amp_dtype = torch.bfloat16 if tr.amp_dtype == "bfloat16" else torch.float16
         self.amp = amp
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp and self.amp_dtype == torch.float16)
 
@@ -154,7 +163,7 @@ class Trainer:
     def load_weights(self, path: PathLike, partial: bool = False) -> WeightsReport:
         report = load_weights(self.module, path, partial)
         self.say(f"weights {path}: {report.describe()}")
-        differences = report.arch_differences(self.cfg["arch"])
+        differences = report.arch_differences(self.cfg.arch.model_dump())
         if differences:
             self.say(
                 f"warning: {path} was made with {', '.join(differences)}; set them with --set arch.args.NAME=VALUE "
@@ -164,9 +173,10 @@ class Trainer:
 
     def prepare(self, checkpoint: PathLike | None = None) -> None:
         """Wrap for DDP, build optimizer and scheduler, and restore ``checkpoint`` if given."""
-        state = read_training_checkpoint(checkpoint) if checkpoint else None
-        if state is not None:
-            load_model_state(self.module, state, checkpoint, self.cfg["arch"]["type"])
+        state = None
+        if checkpoint:
+            state = read_training_checkpoint(checkpoint)
+            load_model_state(self.module, state, checkpoint, self.cfg.arch.type)
         if self.world > 1:
             bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.module.modules())
             if bn and self.device.type == "cuda":
@@ -179,13 +189,13 @@ class Trainer:
             self.model = self.module
         opt = build_optimization(self.cfg, self.module)
         self.optimizer, self.scheduler = opt.optimizer, opt.scheduler
-        if state is not None:
+        if state is not None and checkpoint:
             self._resume(state, checkpoint)
 
     def _resume(self, state: Mapping[str, Any], path: PathLike) -> None:
-        load_optimization_state(state, path, self.optimizer, self.scheduler, self.scaler)
+        load_optimization_state(state, path, self._prepared_optimizer, self.scheduler, self.scaler)
         self.pos.restore(state["trainer"], self.epoch_length)
-        changed = config_changes(state.get("config") or {}, self.cfg)
+        changed = config_changes(state.get("config") or {}, self.cfg.model_dump())
         if changed:
             shown = ", ".join(changed[:6]) + (f" (+{len(changed) - 6} more)" if len(changed) > 6 else "")
             self.say(f"note: the config differs from the checkpoint's in {shown}; continuing with the new values")
@@ -204,7 +214,13 @@ class Trainer:
 
     @property
     def lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
+        return float(self._prepared_optimizer.param_groups[0]["lr"])
+
+    @property
+    def _prepared_optimizer(self) -> torch.optim.Optimizer:
+        if self.optimizer is None:
+            raise RuntimeError("Trainer.prepare() builds the optimizer: call it before training")
+        return self.optimizer
 
     # -- one micro-batch --------------------------------------------------------------------------------------------
     def forward_loss(self, model: nn.Module, mix: Tensor, stems: Tensor) -> tuple[Tensor, dict[str, Tensor], Any]:
@@ -224,7 +240,7 @@ class Trainer:
 
     def estimate(self, out: Any, mix: Tensor) -> Tensor:
         """Waveform estimates ``(batch, 4, channels, samples)`` from the model output of :meth:`forward_loss`."""
-        return validation.estimate(out, mix, self.stft, self.cfg["MWF"], self.time_domain)
+        return validation.estimate(out, mix, self.stft, self.cfg.MWF, self.time_domain)
 
     def _to_device(self, batch: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         mix, stems = batch
@@ -233,7 +249,7 @@ class Trainer:
 
     def _group(self, b: int) -> tuple[int, bool]:
         """(size of the accumulation group holding batch ``b``, whether ``b`` closes it)."""
-        cum = self.tr["cum_steps"]
+        cum = self.tr.cum_steps
         start = (b // cum) * cum
         size = min(cum, self.epoch_length - start)
         return size, b - start == size - 1
@@ -247,17 +263,19 @@ class Trainer:
             mix, stems = self.augment(stems, gen)
         size, closes = self._group(b)
         sync = closes or self.world == 1
-        ctx = contextlib.nullcontext() if sync else self.model.no_sync()
+        ddp = self.model if isinstance(self.model, nn.parallel.DistributedDataParallel) else None
+        ctx = ddp.no_sync() if ddp is not None and not sync else contextlib.nullcontext()
         with ctx:
             loss, extras, _ = self.forward_loss(self.model, mix, stems)
             self.scaler.scale(loss / size).backward()
         if closes:
-            if self.tr["grad_clip"] is not None:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.module.parameters(), self.tr["grad_clip"])
-            self.scaler.step(self.optimizer)
+            optimizer = self._prepared_optimizer
+            if self.tr.grad_clip is not None:
+                self.scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(self.module.parameters(), self.tr.grad_clip)
+            self.scaler.step(optimizer)
             self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=True)
             self.pos.opt_steps += 1
         zero = loss.new_zeros(())
         values = torch.stack([loss.detach(), extras.get("loss_f", zero), extras.get("loss_t", zero)]).double()
@@ -272,11 +290,9 @@ class Trainer:
     def validate(self) -> dict[str, Any]:
         """Validation loss and per-source global SDR, next to the mixture-as-estimate baseline (cached)."""
         self.module.eval()
-        lc = self.cfg["data_loader"]["valid"]
-        indices = validation.shard(
-            len(self.valid_set), self.rank, self.world, self.tr["val_epoch_length"], lc["batch_size"]
-        )
-        loader = self._loader(self.valid_set, batch_size=lc["batch_size"], sampler=indices, lc=lc)
+        lc = self.cfg.data_loader.valid
+        indices = validation.shard(self.valid_size, self.rank, self.world, self.tr.val_epoch_length, lc.batch_size)
+        loader = self._loader(self.valid_set, lc, batch_size=lc.batch_size, sampler=indices)
 
         def evaluate(mix: Tensor, stems: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
             loss, extras, out = self.forward_loss(self.module, mix, stems)
@@ -297,10 +313,10 @@ class Trainer:
     @torch.no_grad()
     def log_audio(self) -> None:
         """Mixture and estimates of one validation item (a different one each epoch) to TensorBoard."""
-        seconds = self.tr["audio_seconds"]
-        if self.writer is None or seconds <= 0 or len(self.valid_set) == 0:
+        seconds = self.tr.audio_seconds
+        if self.writer is None or seconds <= 0 or self.valid_size == 0:
             return
-        index = random.Random(mix_seed(self.seed, self.pos.epoch, AUDIO)).randrange(len(self.valid_set))
+        index = random.Random(mix_seed(self.seed, self.pos.epoch, AUDIO)).randrange(self.valid_size)
         mix, stems = self.valid_set[index]
         mix, stems = self._to_device((torch.as_tensor(mix)[None], torch.as_tensor(stems)[None]))
         self.module.eval()
@@ -314,13 +330,13 @@ class Trainer:
         """Everything that resumes this run, plus the config that rebuilds the model (collective under DDP)."""
         return checkpoint_dict(
             model=self.module,
-            optimizer=self.optimizer,
+            optimizer=self._prepared_optimizer,
             scheduler=self.scheduler,
             scaler=self.scaler,
             progress=self.pos,
             epoch_length=self.epoch_length,
             world=self.world,
-            config=self.cfg,
+            config=self.cfg.model_dump(),  # checkpoints hold the plain dict
         )
 
     def last_path(self) -> Path:
@@ -337,7 +353,7 @@ class Trainer:
         """Keep the ``n_saved`` best checkpoints by validation SDR (this run's files only)."""
         # every rank keeps the same list (the score is all-reduced), so all agree on the collective in state()
         fname = f"{self.name}_checkpoint_{score:.4f}.pt"
-        ranked = rank_best(self.pos.best, score, fname, self.tr["n_saved"])
+        ranked = rank_best(self.pos.best, score, fname, self.tr.n_saved)
         if ranked is None:
             return None
         state = self.state()  # holds the list as it was before this file entered it
@@ -351,14 +367,14 @@ class Trainer:
         return self.save_dir / fname
 
     # -- the loop ---------------------------------------------------------------------------------------------------
-    def _loader(self, dataset: Dataset, lc: Mapping[str, Any], **kwargs: Any) -> DataLoader:
+    def _loader(self, dataset: Dataset, lc: LoaderConfig, **kwargs: Any) -> DataLoader:
         return build_loader(dataset, lc, self.device, self.seed, **kwargs)
 
     def _stop_requested(self, stop: _StopFlag, force: bool = False) -> bool:
         if self.world == 1:
             return bool(stop)
         # ranks must agree on where to stop; one tiny collective every log interval (or when forced)
-        if self.pos.opt_steps % self.tr["log_every"] and not force:
+        if self.pos.opt_steps % self.tr.log_every and not force:
             return False
         flag = torch.tensor([1.0 if stop else 0.0], device=self.device)
         dist.all_reduce(flag)
@@ -378,7 +394,7 @@ class Trainer:
         if pbar is not None:
             pbar.set_postfix_str(f"loss {loss:.4g} lr {self.lr:.3g}", refresh=False)
         if self.writer is not None:
-            tb.log_training(self.writer, self.pos.step, losses, self.lr, self.tr["extra_monitor"])
+            tb.log_training(self.writer, self.pos.step, losses, self.lr, self.tr.extra_monitor)
         self._meters_log.zero_()
         self._count_log = 0
 
@@ -388,15 +404,15 @@ class Trainer:
         from tqdm import tqdm
 
         if self._tensorboard and self.writer is None:
-            self.writer, self.log_dir = tb.open_writer(self.workdir / self.tr["log_dir"], self.name)
+            self.writer, self.log_dir = tb.open_writer(self.workdir / self.tr.log_dir, self.name)
         pos = self.pos
-        epochs = self.tr["epochs"]
+        epochs = self.tr.epochs
         result = TrainResult(self.name, pos.epoch, pos.step, pos.opt_steps)
         n_params = sum(p.numel() for p in self.module.parameters())
         self.say(
-            f"{self.name}: {self.cfg['arch']['type']} {n_params / 1e6:.2f} M parameters on {self.device}"
-            f"{f' × {self.world} processes' if self.world > 1 else ''}; {len(self.train_set)} train items "
-            f"({self.epoch_length} batches/epoch), {len(self.valid_set)} validation items"
+            f"{self.name}: {self.cfg.arch.type} {n_params / 1e6:.2f} M parameters on {self.device}"
+            f"{f' × {self.world} processes' if self.world > 1 else ''}; {self.train_size} train items "
+            f"({self.epoch_length} batches/epoch), {self.valid_size} validation items"
         )
         self.module.train()
         with _StopFlag() as stop, contextlib.closing(self):
@@ -408,7 +424,7 @@ class Trainer:
                 if hasattr(self.train_set, "set_epoch"):
                     self.train_set.set_epoch(pos.epoch)
                 self.sampler.set_epoch(pos.epoch, pos.batch)
-                loader = self._loader(self.train_set, self.cfg["data_loader"]["train"], batch_sampler=self.sampler)
+                loader = self._loader(self.train_set, self.cfg.data_loader.train, batch_sampler=self.sampler)
                 pbar = tqdm(
                     total=self.epoch_length,
                     initial=pos.batch,
@@ -423,7 +439,7 @@ class Trainer:
                     self.train_step(b, batch)
                     pos.batch = b + 1
                     pbar.update(1)
-                    if pos.step % self.tr["log_every"] == 0:
+                    if pos.step % self.tr.log_every == 0:
                         self._sync_log(pbar)
                     if self._group(b)[1]:  # stop only between optimizer steps
                         if max_steps is not None and pos.step >= max_steps:
@@ -480,7 +496,7 @@ class Trainer:
         values = sums.tolist()
         train = {k: v / max(values[3], 1) for k, v in zip(("loss", "loss_f", "loss_t"), values[:3], strict=True)}
         epoch_no = pos.epoch + 1
-        validate = epoch_no % self.tr["validate_every"] == 0 or epoch_no == self.tr["epochs"]
+        validate = epoch_no % self.tr.validate_every == 0 or epoch_no == self.tr.epochs
         val = self.validate() if validate else None
         if val is not None:
             val["train_loss"] = train["loss"]
@@ -497,15 +513,15 @@ class Trainer:
                 self.scheduler.step()
 
         stop = False
-        if val is not None and self.tr["patience"] is not None:
+        if val is not None and self.tr.patience is not None:
             if val["loss"] < pos.early["best_loss"]:
                 pos.early = {"best_loss": val["loss"], "bad": 0}
             else:
                 pos.early["bad"] += 1
-                stop = pos.early["bad"] >= self.tr["patience"]
+                stop = pos.early["bad"] >= self.tr.patience
 
         if self.writer is not None:
-            tb.log_epoch(self.writer, epoch_no, train["loss"], self.lr, val, self.tr["extra_monitor"])
+            tb.log_epoch(self.writer, epoch_no, train["loss"], self.lr, val, self.tr.extra_monitor)
 
         # the position after this epoch, then the files
         pos.epoch, pos.batch = epoch_no, 0
@@ -517,8 +533,8 @@ class Trainer:
                 result.best_checkpoint = best
         result.last_checkpoint = self.save_last()
 
-        line = f"epoch {epoch_no}/{self.tr['epochs']}: train loss {train['loss']:.4f}"
-        for k in self.tr["extra_monitor"]:
+        line = f"epoch {epoch_no}/{self.tr.epochs}: train loss {train['loss']:.4f}"
+        for k in self.tr.extra_monitor:
             line += f" {k} {train[k]:.4f}"
         if val is not None:
             line += f" | valid loss {val['loss']:.4f} SDR"
@@ -526,6 +542,6 @@ class Trainer:
             line += f" avg {val['avg_sdr']:.2f} (mixture {val['avg_baseline']:.2f})"
         line += f" | lr {self.lr:.3g} | {seconds:.1f} s"
         if stop:
-            line += f" | early stop: no better validation loss for {self.tr['patience']} validations"
+            line += f" | early stop: no better validation loss for {self.tr.patience} validations"
         self.say(line)
         return stop

@@ -4,30 +4,34 @@ per-source global SDR sums of a rank's share, and the summary next to the "mixtu
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .. import SOURCES
+from ..config import MWFConfig
+from ..metrics import global_sdr
+from ..spectral import STFT
+from ..wiener import wiener
 
 # the sums of a validation: 3 losses, SDR per source, baseline SDR per source, items, batches
 N_SUMS = 3 + 2 * len(SOURCES) + 2
 
 
-def estimate(out: Any, mix: Tensor, stft: nn.Module, mwf: Mapping[str, Any], time_domain: bool) -> Tensor:
-    """Waveform estimates ``(batch, 4, channels, samples)`` from a model output: the stems of a waveform model,
-    or the ``(mask, spectrogram)`` of a spectral one."""
+def estimate(out: Any, mix: Tensor, stft: STFT, mwf: MWFConfig, time_domain: bool) -> Tensor:
+    """Waveform estimates ``(batch, 4, channels, samples)`` from a model output: the stems ``(batch, 4, channels,
+    samples)`` of a waveform model, or the ``(mask, spectrogram)`` of a spectral one (masks ``(batch, 4, channels,
+    bins, frames)``, the mixture's complex STFT ``(batch, channels, bins, frames)``); ``mix``: ``(batch, channels,
+    samples)``, for the length."""
     if time_domain:
         return out
-    from ..wiener import wiener
-
     mask, spec = out
     mag = mask * spec.abs().unsqueeze(1)
-    if mwf["softmask"] and mwf["alpha"] != 1:
-        mag = mag.pow(mwf["alpha"])
-    est = wiener(mag, spec, iterations=mwf["n_iter"], softmask=mwf["softmask"], residual=mwf["residual_model"])
+    if mwf.softmask and mwf.alpha != 1:
+        mag = mag.pow(mwf.alpha)
+    est = wiener(mag, spec, iterations=mwf.n_iter, softmask=mwf.softmask, residual=mwf.residual_model)
     return stft.inverse(est[:, : len(SOURCES)], mix.shape[-1])
 
 
@@ -48,8 +52,6 @@ def accumulate(
 ) -> Tensor:
     """The :data:`N_SUMS` sums over ``(mix, stems)`` batches on the device; ``evaluate(mix, stems)`` →
     (loss, extras, estimates)."""
-    from ..metrics import global_sdr
-
     sums = torch.zeros(N_SUMS, dtype=torch.float64, device=device)
     for mix, stems in batches:
         loss, extras, est = evaluate(mix, stems)
