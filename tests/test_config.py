@@ -235,3 +235,40 @@ def test_validation_leaves_the_given_config_alone():
     cfg["device_augment"]["args"]["pitch_semitones"].append(2)
     cfg["arch"]["args"]["extra"] = 1
     assert raw == before
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the typed config
+
+
+def test_parse_config_keeps_the_typed_config_and_the_classes_of_its_names():
+    from danna_sep.config import TrainConfig, parse_config
+    from danna_sep.data.musdb import MUSDBDataset
+    from danna_sep.losses import CombinationLoss
+
+    raw = _raw("x_umx_mwf")
+    cfg = parse_config(raw)
+    assert isinstance(cfg, TrainConfig)
+    assert cfg.model_dump() == validate_config(raw)  # what checkpoints store
+    assert cfg.trainer.epochs == 70 and cfg.optimizer.args["lr"] == 1e-4 and cfg.time_domain is False
+    assert cfg.classes.loss is CombinationLoss and cfg.classes.train_set is MUSDBDataset  # CLoss, FastMUSDB
+    assert parse_config(cfg) is cfg  # a checked config is not checked again
+    assert validate_config(cfg) == cfg.model_dump()
+
+
+def test_a_config_made_without_parse_config_has_no_classes():
+    from danna_sep.config import TrainConfig, parse_config
+
+    bare = TrainConfig.model_validate(_raw("demucs_split"))
+    with pytest.raises(ConfigError, match="parse_config"):
+        _ = bare.classes
+    assert parse_config(bare).classes.model.__name__ == "DemucsSplit"
+
+
+def test_moved_names_keep_their_old_import_path():
+    from danna_sep.config import DATASETS, LOSSES, dataset_class, loss_class, optimizer_class, scheduler_names
+    from danna_sep.train import build
+
+    assert LOSSES is build.LOSSES and DATASETS is build.DATASETS and loss_class is build.loss_class
+    assert dataset_class("FastMUSDB") is build.DATASETS["FastMUSDB"] and optimizer_class("Adam").__name__ == "Adam"
+    assert "MultiStepLR" in scheduler_names()

@@ -134,6 +134,18 @@ def test_resume_mid_epoch_is_bit_exact(tmp_path):
     assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
 
 
+def test_names_are_resolved_once_per_run(tmp_path, monkeypatch):
+    """train() checks the config once; the trainer and the builders use the classes it kept."""
+    from danna_sep.train import build
+
+    cfg = tiny("x_umx_mwf", *XUMX)  # a plain dict, as train() takes it
+    calls = []
+    resolve = build.resolve
+    monkeypatch.setattr(build, "resolve", lambda cfg: calls.append(1) or resolve(cfg))
+    run(cfg, tmp_path, max_steps=1)
+    assert len(calls) == 1
+
+
 def test_two_process_ddp_matches_single_process(tmp_path):
     # global batch 4 = 2 per rank; DemucsSplit has no batch norm or dropout, so only float order differs
     cfg = tiny("demucs_split", *DEMUCS, "data_loader.train.batch_size=4", cum_steps=1, epochs=1)

@@ -181,9 +181,10 @@ def _key(ratio: Fraction) -> str:
 
 def _run(resampler: nn.Module, x: torch.Tensor, length: int) -> torch.Tensor:
     """Resample (..., samples) in the kernel's dtype, then crop or zero-pad to ``length``."""
-    if resampler.kernel.device != x.device:  # the module was not moved with .to(device): follow the data once
+    kernel = resampler.get_buffer("kernel")
+    if kernel.device != x.device:  # the module was not moved with .to(device): follow the data once
         resampler.to(x.device)
-    return _fit_length(resampler(x.to(resampler.kernel.dtype)), length).to(x.dtype)
+    return _fit_length(resampler(x.to(kernel.dtype)), length).to(x.dtype)
 
 
 def phase_vocoder(spec: torch.Tensor, rate: float, hop_length: int, phase_lock: bool = True) -> torch.Tensor:
@@ -235,7 +236,8 @@ def _peak_regions(mag: torch.Tensor) -> torch.Tensor:
 
 
 class _PerStemAugment(nn.Module):
-    """Selects stems with probability ``p``, draws one option per selected stem, applies ``apply`` per option."""
+    """Selects stems with probability ``p``, draws one option per selected stem, applies ``transform`` per option
+    (not ``apply``: that name is ``nn.Module.apply(fn)``, which walks the submodules)."""
 
     def __init__(self, options: Sequence[float], p: float, name: str) -> None:
         super().__init__()
@@ -244,7 +246,7 @@ class _PerStemAugment(nn.Module):
         self.options = [float(o) for o in options]
         self.p = _probability(p, f"{name}_p")
 
-    def apply(self, x: torch.Tensor, option: float) -> torch.Tensor:  # pragma: no cover - abstract
+    def transform(self, x: torch.Tensor, option: float) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def identity(self, option: float) -> bool:  # pragma: no cover - abstract
@@ -270,7 +272,7 @@ class _PerStemAugment(nn.Module):
             if out is None:
                 out = flat.clone()
             x = flat.index_select(0, rows).reshape(-1, samples)
-            out[rows] = self.apply(x, option).reshape(-1, channels, samples).to(out.dtype)
+            out[rows] = self.transform(x, option).reshape(-1, channels, samples).to(out.dtype)
         return stems if out is None else out.reshape(stems.shape)
 
 
@@ -283,6 +285,8 @@ class RandomPitchShift(_PerStemAugment):
         n_fft, hop_length: phase-vocoder STFT size.
         phase_lock: identity phase locking in the phase vocoder.
     """
+
+    window: torch.Tensor  # (n_fft,) Hann window, a buffer (follows the module to its device)
 
     def __init__(
         self,
@@ -302,7 +306,7 @@ class RandomPitchShift(_PerStemAugment):
     def identity(self, option: float) -> bool:
         return option == 0
 
-    def apply(self, x: torch.Tensor, option: float) -> torch.Tensor:
+    def transform(self, x: torch.Tensor, option: float) -> torch.Tensor:
         """(n, samples) → (n, samples), pitch × 2^(option/12)."""
         samples = x.shape[-1]
         ratio = _ratio(2.0 ** (option / 12.0))
@@ -332,7 +336,8 @@ class RandomSpeed(_PerStemAugment):
     def identity(self, option: float) -> bool:
         return _ratio(option) == 1
 
-    def apply(self, x: torch.Tensor, option: float) -> torch.Tensor:
+    def transform(self, x: torch.Tensor, option: float) -> torch.Tensor:
+        """(n, samples) → (n, samples), ``option`` times faster."""
         return _run(self.resample[_key(_ratio(option))], x, x.shape[-1])
 
 

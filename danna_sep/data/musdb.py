@@ -266,7 +266,7 @@ def find_tracks(root: str | os.PathLike, subset: str, layout: str = "auto", skip
         layout = _detect_layout(folder)
     if layout == "wav":
         candidates = [p for p in _entries(folder) if p.is_dir()]
-        load = _wav_track
+        load: Callable[[Path], Track] = _wav_track
     else:
         candidates = [p for p in _entries(folder) if p.name.endswith(STEM_SUFFIX)]
         load = _stem_track
@@ -427,7 +427,7 @@ class MUSDBDataset(Dataset):
         """The (track index, start sample) of each source of random item ``index`` (one per source)."""
         if rng is None:
             rng = item_rng(self.seed, self.epoch, index)
-        seg = self.segment
+        seg = self._random_segment()
 
         def start_in(track: int) -> int:
             return int(rng.integers(0, max(self.tracks[track].frames - seg, 0) + 1))
@@ -438,6 +438,12 @@ class MUSDBDataset(Dataset):
         track = index // self.samples_per_track
         start = start_in(track)
         return [(track, start)] * len(SOURCES)
+
+    def _random_segment(self) -> int:
+        """The chunk length in samples of random sampling (``__init__`` refuses random without one)."""
+        if self.segment is None:
+            raise ConfigError("seq_duration: random sampling needs a chunk length > 0")
+        return self.segment
 
     def locate(self, index: int) -> tuple[int, int]:
         """(track index, start sample) of sequential item ``index``."""
@@ -451,14 +457,15 @@ class MUSDBDataset(Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         rng = item_rng(self.seed, self.epoch, index)
         if self.random:
+            segment = self._random_segment()
             picks = self.draw(index, rng)
             if len(set(picks)) == 1:  # one track, one offset: read its stems together (one open for .stem.mp4)
                 track, start = picks[0]
-                stems = self.tracks[track].read(SOURCES, start, self.segment)
+                stems = self.tracks[track].read(SOURCES, start, segment)
             else:
-                stems = np.empty((len(SOURCES), 2, self.segment), dtype=np.float32)
+                stems = np.empty((len(SOURCES), 2, segment), dtype=np.float32)
                 for k, (src, (t, start)) in enumerate(zip(SOURCES, picks, strict=True)):
-                    self.tracks[t].read((src,), start, self.segment, out=stems[k : k + 1])
+                    self.tracks[t].read((src,), start, segment, out=stems[k : k + 1])
             mixture = None
         else:
             track, start = self.locate(index)

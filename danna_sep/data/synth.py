@@ -35,6 +35,7 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -205,9 +206,10 @@ class _Composer:
         self.sections = self._sections()
 
     # -- form ---------------------------------------------------------------------------------------------------
-    def _sections(self) -> list[dict]:
+    def _sections(self) -> list[dict[str, Any]]:
         """Sections of 4 or 8 bars, each with the stems that play in it and an energy level."""
-        rng, sections, bar = self.rng, [], 0
+        rng, bar = self.rng, 0
+        sections: list[dict[str, Any]] = []  # {"start", "end": bar, "energy": float, "active": {stem: bool}}
         while bar < self.bars:
             length = int(rng.choice([4, 8]))
             sections.append({"start": bar, "end": min(bar + length, self.bars), "energy": float(rng.uniform(0.4, 1.0))})
@@ -523,7 +525,7 @@ def _render_parts(parts: Sequence[Part], frames: int, soundfont: Path) -> np.nda
             events += _vibrato_events(synth, chan, part, frames)
     events.sort(key=lambda e: (e[0], e[1]))
     out = np.zeros((frames, 2), dtype=np.float32)
-    view = memoryview(out).cast("B")
+    view = out.data.cast("B")  # the array's own buffer, as bytes
     pos = 0
     for sample, _, call, args in events:
         if sample >= frames:
@@ -556,7 +558,7 @@ def _silence(synth) -> None:
     """
     synth.sounds_off()
     scratch = np.zeros((441, 2), dtype=np.float32)
-    view = memoryview(scratch).cast("B")
+    view = scratch.data.cast("B")
     for _ in range(200):
         synth.generate_simple(441, buffer=view)
         if not scratch.any():
@@ -566,6 +568,8 @@ def _silence(synth) -> None:
 
 def _vibrato_events(synth, chan: int, part: Part, frames: int) -> list[tuple[int, int, Callable, tuple]]:
     """Pitch-bend updates every 10 ms that add a delayed vibrato to each note (bend range ±2 semitones)."""
+    if part.vibrato is None:
+        return []
     depth, rate = part.vibrato
     events = []
     for n in part.notes:
@@ -757,7 +761,8 @@ def make_synthetic_dataset(
     if overwrite and manifest_path.is_file():
         _remove_listed(root, manifest_path)
     root.mkdir(parents=True, exist_ok=True)
-    total, done, described = sum(counts.values()), 0, {}
+    total, done = sum(counts.values()), 0
+    described: dict[str, list[dict[str, Any]]] = {}
     for split, n in counts.items():
         (root / split).mkdir(exist_ok=True)
         described[split] = []
