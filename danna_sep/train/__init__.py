@@ -24,10 +24,11 @@ A resumed run therefore only needs the position (epoch, next batch) plus the mod
 state; the loader starts at the next batch without reading the consumed ones. Checkpoints still carry every RNG
 state (python, numpy, torch, cuda) for code that draws from the global generators outside the step.
 
-Layout: :mod:`.build` turns config names into objects (the one name → class lookup, also used by
-:mod:`danna_sep.config`), :mod:`.trainer` is the loop, :mod:`.state` the checkpoint and resume, :mod:`.validation`
-the SDR arithmetic, :mod:`.tensorboard` the logging, :mod:`.seeds` the seed streams, :mod:`.sampler` the data
-order and :mod:`.launch` the entry points (one process, spawned workers, torchrun).
+Layout: :mod:`.build` turns config names into objects (:func:`.build.resolve` looks each name up once while
+:func:`danna_sep.config.parse_config` checks the config, and the typed config keeps the classes), :mod:`.trainer`
+is the loop, :mod:`.state` the checkpoint and resume, :mod:`.validation` the SDR arithmetic, :mod:`.tensorboard`
+the logging, :mod:`.seeds` the seed streams, :mod:`.sampler` the data order and :mod:`.launch` the entry points
+(one process, spawned workers, torchrun).
 """
 
 # ruff: noqa: F401 — the names below are the API that danna_sep/train.py had (imported by users, tests and tools)
@@ -35,6 +36,7 @@ from ..checkpoints import WeightsReport, atomic_write, load_weights, read_state_
 from .build import (
     DATASETS,
     LOSSES,
+    Classes,
     Optimization,
     Parts,
     build_dataset,
@@ -47,6 +49,7 @@ from .build import (
     dataset_root,
     loss_class,
     optimizer_class,
+    resolve,
     scheduler_class,
 )
 from .launch import config_path, resolve_device, train
