@@ -125,7 +125,7 @@ class WeightsReport:
         e.g. ``legacy``, which the imported released weights need to compute what they were trained for)."""
         from .models import canonical_name, model_class
 
-        if not self.arch or canonical_name(self.arch.get("type")) != canonical_name(arch.get("type")):
+        if not self.arch or canonical_name(self.arch.get("type", "")) != canonical_name(arch.get("type", "")):
             return []
         defaults = {
             name: p.default

@@ -79,6 +79,8 @@ def train_models(root: Path, workdir: Path, epochs_scale: float) -> dict[str, Pa
             verbose=True,
         )
         best = result.best_checkpoint or result.last_checkpoint
+        if best is None:
+            raise RuntimeError(f"{role}: training finished without writing a checkpoint")
         done.write_text(str(best))
         out[role] = best
         print(f"{role}: trained {result.epochs_completed} epoch(s) in {time.perf_counter() - t0:.0f} s → {best}")

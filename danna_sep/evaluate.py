@@ -73,6 +73,8 @@ def load_estimate(ref: EstimateRef, mixture: np.ndarray) -> np.ndarray:
     length = mixture.shape[-1]
     if ref.kind == "mixture":
         return np.repeat(mixture[None], len(SOURCES), 0)
+    if ref.path is None:
+        raise ValueError(f"estimates of kind {ref.kind!r} need a path")
     if ref.kind == "npy":
         return _fit(np.load(ref.path).astype(np.float32, copy=False), length)
     if ref.kind == "wavdir":
@@ -169,7 +171,7 @@ class TrackScores:
     (sources,); ``stats``: :func:`~danna_sep.blend.blend_statistics` of the models named in the request."""
 
     name: str
-    bss: dict[str, tuple[np.ndarray, ...]] = field(default_factory=dict)
+    bss: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
     global_sdr: dict[str, np.ndarray] = field(default_factory=dict)
     stats: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
@@ -352,6 +354,10 @@ def fit_from_cache(
     results = score_tracks(
         tracks, {m: refs[m] for m in models}, {}, stats_models=models, museval=False, jobs=jobs, log=log
     )
-    weights = fit_blend([r.stats for r in results], step=step)
+    stats = []
+    for r in results:
+        assert r.stats is not None  # score_tracks computes them for every one of stats_models
+        stats.append(r.stats)
+    weights = fit_blend(stats, step=step)
     weights = weights / weights.sum(0, keepdims=True)  # exact column sums for Bag's check
     return Bag(list(models), weights)

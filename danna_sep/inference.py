@@ -209,7 +209,9 @@ def model_from_checkpoint(path: PathLike, config: Mapping[str, Any] | None = Non
         )
     model.load_state_dict(state, strict=True)
     model.eval()
-    trainer = ckpt.get("trainer") if isinstance(ckpt.get("trainer"), Mapping) else {}
+    trainer = ckpt.get("trainer")
+    if not isinstance(trainer, Mapping):
+        trainer = {}
     cfg = {**cfg, "_epochs": trainer.get("epoch")}
     return model, cfg
 

@@ -463,8 +463,8 @@ def bss_sdr(
             out = _bss_eval_v4(ref, est, int(win), int(hop), int(filters_len))
     finally:
         _CALLER_THREADS.reset(token)
-    out = out.cpu().numpy()
-    return out[0], out[1], out[2], out[3]
+    values = out.cpu().numpy()
+    return values[0], values[1], values[2], values[3]
 
 
 def _bss_eval_v4(ref: Tensor, est: Tensor, win: int, hop: int, taps: int) -> Tensor:

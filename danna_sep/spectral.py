@@ -42,6 +42,8 @@ class STFT(nn.Module):
     ``inverse``: complex ``(..., bins, frames)`` → waveform ``(..., length)``.
     """
 
+    window: Tensor
+
     def __init__(self, n_fft: int = N_FFT, hop_length: int = HOP_LENGTH):
         super().__init__()
         self.n_fft = n_fft

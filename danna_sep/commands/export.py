@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         info = ModelInfo(**{**info.__dict__, "extra": {"epochs": cfg["_epochs"], "checkpoint": Path(checkpoint).name}})
     n_params = sum(p.numel() for p in model.parameters())
     epochs = f", trained {cfg['_epochs']} epochs" if cfg.get("_epochs") is not None else ""
-    print(f"{info.arch['type']}: {n_params:,} parameters{epochs}")
+    print(f"{cfg['arch']['type']}: {n_params:,} parameters{epochs}")
 
     if onnx:
         info = export_onnx(model, out, info)

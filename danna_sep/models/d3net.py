@@ -32,7 +32,7 @@ class _D2Layer(nn.Module):
         self.copy_output = False
         # one conv makes this feature's contribution to this layer and to every later one
         self.conv = nn.Conv2d(in_channels, k * remaining, 3, padding=dilation, dilation=dilation, bias=False)
-        self.norm = nn.BatchNorm2d(k)
+        self.norm: nn.Module = nn.BatchNorm2d(k)  # an identity once folded (fuse.fold_batchnorm)
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, h: Tensor, acc: Tensor | None) -> tuple[Tensor, Tensor]:

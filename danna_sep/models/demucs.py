@@ -24,8 +24,6 @@ Resampling uses julius' windowed-sinc filters (``ResampleFrac``), applied as a b
 times faster on CPU (:class:`BlockResample`); the fixed kernels are not part of the ``state_dict``.
 """
 
-from __future__ import annotations
-
 import julius
 import torch
 import torch.nn.functional as F
@@ -64,7 +62,7 @@ def center_trim(x: Tensor, length: int) -> Tensor:
     return x[..., delta // 2 : delta // 2 + length]
 
 
-def rescale_conv_(conv: nn.Module, reference: float) -> None:
+def rescale_conv_(conv: nn.Conv1d | nn.ConvTranspose1d, reference: float) -> None:
     """Demucs' init: divide weight and bias by ``sqrt(std(weight) / reference)``.
 
     It pulls the weight std towards ``reference``.
@@ -198,7 +196,9 @@ class BLSTM(nn.Module):
     def _eager_use_steps(self, x: Tensor) -> bool:
         if torch.is_autocast_enabled("cpu"):
             return False
-        training = torch.is_grad_enabled() and self.lstm.weight_hh_l0.requires_grad
+        w_hh = self.lstm.weight_hh_l0
+        assert isinstance(w_hh, Tensor)
+        training = torch.is_grad_enabled() and w_hh.requires_grad
         return training or x.shape[1] > 1
 
     def _lstm_by_steps(self, x: Tensor) -> Tensor:
@@ -238,11 +238,14 @@ class BlockResample(nn.Module):
     ``(..., samples)`` → ``(..., new_sr · samples // old_sr)`` (julius' default output length).
     """
 
+    weight: Tensor
+
     def __init__(self, old_sr: int, new_sr: int, block: int = 16):
         super().__init__()
         ref = julius.ResampleFrac(old_sr, new_sr)  # reduces the ratio by the gcd and designs the filters
         self.old_sr, self.new_sr, self.block = ref.old_sr, ref.new_sr, block
         self.width = ref._width if ref.old_sr != ref.new_sr else 0
+        assert isinstance(ref.kernel, Tensor)
         kernel = ref.kernel[:, 0] if ref.old_sr != ref.new_sr else torch.ones(1, 1)  # (new_sr, K)
         size = kernel.shape[-1]
         hop = self.old_sr * block
@@ -282,7 +285,8 @@ class PhaseConvTranspose1d(nn.ConvTranspose1d):
     The weight has to be rearranged on every call, which costs more than it saves for short inputs with large
     weights (the deepest levels), so inputs under ``min_frames`` frames use ``F.conv_transpose1d``.
 
-    ``(batch, in_channels, T)`` → ``(batch, out_channels, (T − 1)·stride + kernel_size)``.
+    ``(batch, in_channels, T)`` → ``(batch, out_channels, (T − 1)·stride + kernel_size)``; an ``output_size`` (as in
+    ``nn.ConvTranspose1d``: up to ``stride − 1`` more samples of output padding) also takes ``F.conv_transpose1d``.
     """
 
     def __init__(
@@ -291,8 +295,11 @@ class PhaseConvTranspose1d(nn.ConvTranspose1d):
         super().__init__(in_channels, out_channels, kernel_size, stride, groups=groups, bias=bias)
         self.min_frames = 1024
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
         stride, kernel, groups = self.stride[0], self.kernel_size[0], self.groups
+        if output_size is not None:
+            extra = self._output_padding(x, output_size, [stride], [0], [kernel], 1, [1])
+            return F.conv_transpose1d(x, self.weight, self.bias, stride, 0, extra, groups)
         if x.shape[-1] < self.min_frames:
             return F.conv_transpose1d(x, self.weight, self.bias, stride, groups=groups)
         taps = (kernel + stride - 1) // stride
@@ -438,6 +445,8 @@ class DemucsSplit(nn.Module):
             out_per_source = audio_channels if level == 0 else widths[level - 1] // 2
             self.decoder.append(DecoderLevel(sources, widths[level], out_per_source, kernel_size, stride, level == 0))
 
+        self.upsample: nn.Module
+        self.downsample: nn.Module
         if resample:
             self.upsample = BlockResample(1, 2)
             self.downsample = BlockResample(2, 1)

@@ -22,14 +22,18 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from .d3net import D2Block
+from .d3net import D2Block, _D2Layer
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d)
 _NORM = (nn.BatchNorm1d, nn.BatchNorm2d)
+Conv = nn.Conv1d | nn.Conv2d | nn.ConvTranspose1d | nn.ConvTranspose2d
+Norm = nn.BatchNorm1d | nn.BatchNorm2d
 
 
-def _affine(norm: nn.Module) -> tuple[Tensor, Tensor]:
+def _affine(norm: Norm) -> tuple[Tensor, Tensor]:
     """``(a, b)`` with ``norm(x) = a·x + b`` per channel (eval mode, running statistics)."""
+    if norm.running_var is None or norm.running_mean is None:
+        raise ValueError(f"{type(norm).__name__} without running statistics cannot be folded")
     a = torch.rsqrt(norm.running_var + norm.eps)
     if norm.weight is not None:
         a = a * norm.weight
@@ -39,7 +43,7 @@ def _affine(norm: nn.Module) -> tuple[Tensor, Tensor]:
     return a, b
 
 
-def _scale_outputs_(conv: nn.Module, scale: Tensor, start: int = 0) -> None:
+def _scale_outputs_(conv: Conv, scale: Tensor, start: int = 0) -> None:
     """Multiply output channels ``start … start + len(scale)`` of ``conv`` (weight and bias) by ``scale``."""
     stop = start + scale.numel()
     weight = conv.weight
@@ -57,7 +61,7 @@ def _scale_outputs_(conv: nn.Module, scale: Tensor, start: int = 0) -> None:
         conv.bias[start:stop].mul_(scale)
 
 
-def _add_bias_(conv: nn.Module, shift: Tensor, start: int = 0) -> None:
+def _add_bias_(conv: Conv, shift: Tensor, start: int = 0) -> None:
     """Add ``shift`` to output channels ``start …`` of ``conv``, creating a zero bias if it has none."""
     if conv.bias is None:
         out = conv.out_channels
@@ -67,16 +71,21 @@ def _add_bias_(conv: nn.Module, shift: Tensor, start: int = 0) -> None:
     conv.bias[start : start + shift.numel()].add_(shift)
 
 
-def _fold_into_(conv: nn.Module, norm: nn.Module) -> None:
+def _fold_into_(conv: Conv, norm: Norm) -> None:
     a, b = _affine(norm)
     _scale_outputs_(conv, a)
     _add_bias_(conv, b)
 
 
 def _fold_d2_(block: D2Block) -> None:
-    layers = list(block.layers)
+    layers: list[_D2Layer] = []
+    for layer in block.layers:
+        assert isinstance(layer, _D2Layer)
+        layers.append(layer)
     k = block.k
     for i, layer in enumerate(layers):
+        if not isinstance(layer.norm, _NORM):
+            raise ValueError(f"D2 layer {i}: expected a batch norm to fold, found {type(layer.norm).__name__}")
         a, b = _affine(layer.norm)
         # layer j's conv sends channels [k·(i − j), k·(i − j + 1)) to layer i
         for j in range(i + 1):

@@ -329,7 +329,8 @@ class UNetAttn(nn.Module):
             nn.Conv2d(head, self.nb_sources * nb_channels, 3, padding=2, dilation=2),
         )
         # channels-last weights and activations (see forward); loading a state dict copies into this layout
-        self.to(memory_format=torch.channels_last)
+        # Module.to takes memory_format (see its docstring), but its typed overloads leave it out
+        self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def forward(self, spec: Tensor) -> Tensor:
         batch, channels, bins, frames = spec.shape

@@ -28,6 +28,7 @@ from torch import Tensor
 from .. import SAMPLE_RATE, SOURCES
 from ..checkpoints import save_checkpoint
 from ..errors import CheckpointError, ConfigError
+from ..models.xumx import X_UMX
 
 # keys of Asteroid's STFT/iSTFT window: accepted (shape-checked) but not part of X_UMX
 _WINDOW_KEYS = ("encoder.0.window", "decoder.window")
@@ -72,8 +73,6 @@ def convert_asteroid_xumx(package: Mapping[str, Any], name: str = "checkpoint") 
     state = package["state_dict"]
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{name}: 'state_dict' is a {type(state).__name__}, not a dict of tensors")
-
-    from ..models.xumx import X_UMX
 
     try:
         model = X_UMX(**arch_args)
@@ -145,7 +144,7 @@ def _arch_from_model_args(model_args: Any, name: str) -> tuple[dict[str, Any], d
     return arch_args, {src: SOURCES.index(src) for src in sources}
 
 
-def _conversion_plan(model: torch.nn.Module, by_source: dict[str, int]) -> dict[str, tuple[str, Any]]:
+def _conversion_plan(model: X_UMX, by_source: dict[str, int]) -> dict[str, tuple[str, Any]]:
     """``{asteroid key: (our key, index into our tensor)}`` for every weight of Asteroid's XUMX."""
     hidden = model.hidden_channels
     out_features = model.nb_channels * model.nb_bins

@@ -119,7 +119,7 @@ def xumx_from_release(
     bins = _take(state, "output_means", name).shape[0] // sources
     channels = w1.shape[1] // max_bins
     layers = _count(state, "bass_lstm.weight_ih_l{n}")
-    arch = {
+    arch: Arch = {
         "type": "X_UMX",
         "args": {
             "n_fft": 2 * (bins - 1),
@@ -262,6 +262,7 @@ def _check_resampling_filters(state: Mapping[str, Tensor], name: str) -> None:
 
     for key, (old, new) in (("up_sample.kernel", (1, 2)), ("down_sample.kernel", (2, 1))):
         ours = julius.ResampleFrac(old, new).kernel
+        assert isinstance(ours, Tensor)
         theirs = state[key]
         if theirs.shape != ours.shape or not torch.allclose(theirs.float(), ours.float(), atol=1e-6):
             raise CheckpointError(

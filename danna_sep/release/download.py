@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 from urllib.parse import urljoin, urlparse
 
 import requests
@@ -261,7 +261,7 @@ def _disk_full(part: Path, needed: int | None) -> _DiskFull:
 
 
 @contextlib.contextmanager
-def _writing(part: Path, total: int | None, mode: str) -> Iterator[BinaryIO]:
+def _writing(part: Path, total: int | None, mode: Literal["wb", "ab"]) -> Iterator[BinaryIO]:
     """``part`` open for writing, fsynced at the end; running out of space (before or while writing) is a
     :class:`DownloadError` that says how much is needed."""
     offset = _size(part) if mode == "ab" else 0

@@ -152,6 +152,7 @@ def _load(path: Path, entry: ReleasedFile) -> tuple[LoadedModel, int | None]:
     if not _is_torchscript_archive(path):
         raise CheckpointError(f"{path}: not a complete TorchScript archive (a truncated or damaged download?)")
     loaded = load_model(path, role=role)
+    assert loaded.module is not None  # a TorchScript file loads as a module
     return loaded, _numel(loaded.module.parameters())
 
 
