@@ -210,7 +210,7 @@ def test_validation_checkpoints_and_tensorboard(tmp_path):
         assert entry["avg_baseline"] < entry["avg_sdr"] + 30
     saved = sorted(p.name for p in (tmp_path / "saved").iterdir())
     best = max(h["avg_sdr"] for h in result.history)
-    assert saved == sorted([f"tiny X-UMX_checkpoint_{best:.4f}.pt", "tiny X-UMX_last.pt"])  # n_saved=1, no temp files
+    assert saved == sorted([f"tiny_X-UMX_checkpoint_{best:.4f}.pt", "tiny_X-UMX_last.pt"])  # n_saved=1, no temp files
     state = torch.load(result.last_checkpoint, weights_only=True)
     assert {"model", "optimizer", "scheduler", "scaler", "trainer", "rng", "config"} <= set(state)
     assert set(state["rng"][0]) == {"python", "numpy", "torch", "cuda"}
@@ -408,7 +408,7 @@ def test_command_line_on_a_synthetic_dataset(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "epoch 1/1" in out and "avg" in out and "mixture" in out
-    assert (tmp_path / "saved" / "tiny DemucsSplit_last.pt").is_file()
+    assert (tmp_path / "saved" / "tiny_DemucsSplit_last.pt").is_file()
     assert any((tmp_path / "runs" / "tiny DemucsSplit").iterdir())
 
 
@@ -428,3 +428,13 @@ def test_missing_dataset_folder_is_a_clear_error(tmp_path, capsys, monkeypatch):
 def test_bad_config_from_the_command_line(tmp_path, capsys):
     assert main(["train", "tiny/x_umx_mwf", "--set", "trainer.epochs=0", "--workdir", str(tmp_path)]) == 2
     assert "trainer.epochs" in capsys.readouterr().err
+
+
+def test_checkpoint_file_names_need_no_quoting():
+    from danna_sep.train.trainer import file_stem
+
+    assert file_stem("UNet Attention") == "UNet_Attention"
+    assert file_stem("CrossNet Open-Unmix") == "CrossNet_Open-Unmix"
+    assert file_stem("tiny  X-UMX v1.2") == "tiny_X-UMX_v1.2"
+    assert file_stem("a/b: c") == "a_b_c"  # never a sub-folder or a drive letter
+    assert file_stem(" / ") == "model"

@@ -4,8 +4,8 @@ Examples::
 
     danna train configs/x_umx_mwf.json --weights xumx_weights.pth --root ~/musdb18hq
     danna train configs/unet_attn.json --device_ids 0 1 2 3
-    danna train configs/tiny/demucs_split.json --root .demo/synthetic --set trainer.epochs=2
-    danna train configs/demucs_split.json --checkpoint "saved/DemucsSplit_last.pt"
+    danna train configs/tiny/demucs_split.json --root .demo/dataset --set trainer.epochs=2   # make demo's dataset
+    danna train configs/demucs_split.json --checkpoint saved/DemucsSplit_last.pt
     torchrun --nproc_per_node 4 train.py configs/unet_attn.json
 """
 

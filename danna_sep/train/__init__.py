@@ -12,8 +12,8 @@ One loop for every model (reference §3, with §12's fixes):
   *global* batch, split across ranks, so a config trains the same model on 1 or N processes;
 * validation every ``validate_every`` epochs: loss and per-source global SDR (Wiener filter per the ``MWF`` block),
   next to the "mixture as estimate" baseline;
-* checkpoints ``saved/<name>_last.pt`` and the ``n_saved`` best ``saved/<name>_checkpoint_<avg SDR>.pt``, written
-  atomically, holding everything needed to resume *mid-epoch* exactly;
+* checkpoints ``saved/<name>_last.pt`` and the ``n_saved`` best ``saved/<name>_checkpoint_<avg SDR>.pt`` (``<name>``
+  with ``_`` for spaces), written atomically, holding everything needed to resume *mid-epoch* exactly;
 * TensorBoard under ``runs/<name>/<timestamp>``, a tqdm bar and one summary line per epoch;
 * Ctrl-C / SIGTERM save a resumable checkpoint and return.
 

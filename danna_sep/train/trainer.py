@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import re
 import signal
 import sys
 import threading
@@ -92,6 +93,15 @@ def _size(dataset: Dataset, split: str) -> int:
     return len(dataset)
 
 
+def file_stem(name: str) -> str:
+    """The config's ``name`` as a file-name stem: runs of anything but letters, digits, ``.``, ``+``, ``-`` become
+    one ``_`` ("UNet Attention" → "UNet_Attention"), so that checkpoint paths need no quoting in a shell.
+
+    Checkpoints of earlier versions keep their spaced names: resume takes any path, and a resumed run's best-k list
+    holds the file names it wrote, so it still prunes them."""
+    return re.sub(r"[^\w.+-]+", "_", name).strip("_") or "model"
+
+
 class Trainer:
     """One training run on one process (one rank of a DDP group when ``world > 1``)."""
 
@@ -120,6 +130,7 @@ class Trainer:
         self.progress = progress and self.main
         self.workdir = Path(workdir or ".")
         self.save_dir = self.workdir / tr.save_dir
+        self.file_stem = file_stem(self.name)
         self.seed = tr.seed
         self.time_domain = self.cfg.time_domain
 
@@ -340,7 +351,7 @@ class Trainer:
         )
 
     def last_path(self) -> Path:
-        return self.save_dir / f"{self.name}_last.pt"
+        return self.save_dir / f"{self.file_stem}_last.pt"
 
     def save_last(self) -> Path:
         state = self.state()  # collective under DDP: every rank calls it
@@ -352,7 +363,7 @@ class Trainer:
     def save_best(self, score: float) -> Path | None:
         """Keep the ``n_saved`` best checkpoints by validation SDR (this run's files only)."""
         # every rank keeps the same list (the score is all-reduced), so all agree on the collective in state()
-        fname = f"{self.name}_checkpoint_{score:.4f}.pt"
+        fname = f"{self.file_stem}_checkpoint_{score:.4f}.pt"
         ranked = rank_best(self.pos.best, score, fname, self.tr.n_saved)
         if ranked is None:
             return None
