@@ -27,9 +27,11 @@ format cannot signal it), while mp4/m4a edit lists remove it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
+import shutil
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -88,6 +90,15 @@ _DEFAULT_LAYOUTS = {
     6: ("FL", "FR", "FC", "LFE", "BL", "BR"),
     8: ("FL", "FR", "FC", "LFE", "BL", "BR", "SL", "SR"),
 }
+
+
+class DiskFullError(AudioError):
+    """The disk (or the user's quota) filled up while writing ``path``; ``free``: bytes left there."""
+
+    def __init__(self, path: PathLike, free: int | None):
+        self.path, self.free = Path(path), free
+        left = f" ({free / 1e6:.0f} MB free)" if free is not None else ""
+        super().__init__(f"{os.fspath(path)}: no space left on device{left}")
 
 
 class ClippingWarning(UserWarning):
@@ -321,8 +332,9 @@ class AudioWriter:
         try:
             yield
         except (sf.SoundFileError, OSError) as e:
+            error = _write_error(self.path, e)  # errno first: the clean-up's calls would overwrite it
             self.abort()
-            raise _error(self.path, f"cannot write: {_sf_message(e)}") from e
+            raise error from e
         except BaseException:
             self.abort()
             raise
@@ -360,12 +372,13 @@ class AudioWriter:
                 self._file.write(block)
                 self.frames_written += block.shape[0]
         except (sf.SoundFileError, OSError) as e:
-            raise _error(self.path, f"cannot write: {_sf_message(e)}") from e
+            raise _write_error(self.path, e) from e
 
     def close(self) -> None:
         """Finish the file and move it onto its final name (no-op if already closed)."""
         if self._file is None:
             return
+        assert self._tmp is not None, "an open writer has a temporary file"
         with self._aborting():
             self._file.close()
             self._file = None
@@ -387,6 +400,7 @@ class AudioWriter:
 
     def _commit(self) -> None:
         tmp, self._tmp = self._tmp, None
+        assert tmp is not None, "commit once, from close"
         if self._overwrite:
             os.replace(tmp, self.path)
             return
@@ -496,6 +510,38 @@ def _check_readable(path: PathLike) -> str:
     if not os.access(p, os.R_OK):
         raise _error(path, "cannot read: permission denied")
     return backend
+
+
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_SF_ERR_SYSTEM = 2  # libsndfile's "System error.": the OS refused, and errno says why
+
+
+def _os_errno(e: BaseException) -> int | None:
+    """The OS error behind ``e``: an OSError's own, or for libsndfile's "System error." the errno its C call
+    left (cffi keeps it per thread; libsndfile's message drops it)."""
+    if isinstance(e, OSError):
+        return e.errno
+    if getattr(e, "code", None) == _SF_ERR_SYSTEM:
+        ffi = getattr(sf, "_ffi", None)
+        return getattr(ffi, "errno", None) or None
+    return None
+
+
+def _write_error(path: Path, e: BaseException) -> AudioError:
+    """A failed write as one error naming the file: :class:`DiskFullError` for a full disk or quota (errno
+    ENOSPC/EDQUOT, or a system error with under 1 MB left), else the OS's or libsndfile's reason."""
+    code = _os_errno(e)
+    free = _free_bytes(path.parent)
+    if code in _DISK_FULL or (code is None and free is not None and free < 1_000_000):
+        return DiskFullError(path, free)
+    return _error(path, f"cannot write: {os.strerror(code) if code else _sf_message(e)}")
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
 
 
 def _sf_message(e: BaseException) -> str:

@@ -78,7 +78,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
         if only is None or name == only:
             mod.configure(p)
-            p.set_defaults(_run=mod.run)
+            p.set_defaults(_run=mod.run, _prog=f"danna {name}")
     parser.set_defaults(_commands=sub.choices)
     return parser
 
@@ -87,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # configure only the command that runs (the others need not be)
     only = next((a for a in argv if not a.startswith("-")), None)
+    if argv[:1] == ["separate"]:  # its own parser: inputs may come before and after options
+        return separate_main(argv[1:], prog="danna separate")
     parser = build_parser(only if only in COMMANDS else None)
     args = _parse(parser, argv)
     if not getattr(args, "_run", None):
@@ -95,16 +97,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(args, f"danna {args.command}")
 
 
-def separate_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``danna-sep``: ``danna separate`` under its own name (the original tool's command)."""
+def separate_main(argv: Sequence[str] | None = None, prog: str = "danna-sep") -> int:
+    """Entry point of ``danna-sep``: ``danna separate`` under its own name (the original tool's command).
+
+    Inputs and options may be mixed (``danna-sep a.wav --flac b.wav``), as argparse's intermixed parsing allows.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--version"]:
         print(f"danna-sep {__version__}")
         return 0
-    parser = _Parser(prog="danna-sep", description=separate.HELP)
+    parser = _Parser(prog=prog, description=separate.DESCRIPTION if prog == "danna-sep" else separate.HELP)
     separate.configure(parser)
-    args = _parse(parser, argv)
-    return _run(args, "danna-sep", separate.run)
+    parser.set_defaults(_prog=prog)
+    args, extra = parser.parse_known_intermixed_args(argv)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return _run(args, prog, separate.run)
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
@@ -117,16 +125,17 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Nam
 
 
 def _run(args: argparse.Namespace, name: str, run: Callable[[argparse.Namespace], int] | None = None) -> int:
-    """Run the command; user errors (:class:`DannaError`) become one line prefixed with ``name``, exit status 2."""
+    """Run the command; user errors (:class:`DannaError`) become one line prefixed with ``name``, exit status 2;
+    an interrupt exits with its ``status`` if it has one (128 + the signal's number), else 130 (Ctrl-C)."""
     keep_freed_memory()  # about 1.3-1.6x faster CPU inference and training (see danna_sep.runtime)
     try:
         return int((run or args._run)(args) or 0)
     except DannaError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print(f"{name}: interrupted", file=sys.stderr)
-        return 130
+        return int(getattr(exc, "status", 130))
 
 
 if __name__ == "__main__":

@@ -484,6 +484,6 @@ def test_a_missing_input_is_reported_before_any_download(tmp_path, capsys, monke
     empty = tmp_path / "models"
     code = separate_main(["--checkpoints", str(empty), "-o", str(tmp_path / "out"), str(tmp_path / "missing.wav")])
     err = capsys.readouterr().err
-    assert code == 1 and "missing.wav: file not found" in err and "Traceback" not in err
+    assert code == 2 and "missing.wav: no such file or folder" in err and "Traceback" not in err
     assert "127.0.0.1" not in err and "models:" not in err
     assert not empty.exists() and not (tmp_path / "out").exists()

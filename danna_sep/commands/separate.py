@@ -2,17 +2,31 @@
 
 Inputs are files or folders (searched recursively for audio files). Stems go to
 ``{outdir}/{filename}`` with the template's ``{track}`` (input name without extension), ``{trackext}``,
-``{stem}`` and ``{ext}``. Existing files are never replaced without ``--force``; every file is written atomically.
-A file that fails is reported and the others go on; the exit status is 1 if any failed.
+``{stem}`` and ``{ext}``; two inputs that would write the same file stop the run before any work.
+
+A batch can be run again: an input whose stems all exist and are complete (readable, at the rate, channel count
+and length separation writes) is skipped with one line; partial or broken earlier stems fail that input. Nothing
+is replaced without ``--force``; every file is written atomically and a track's stems are all written or none.
+A file that fails is reported once and the others go on (a full disk stops the batch). SIGINT, SIGTERM and SIGHUP
+remove the unfinished files and the folders the run created and left empty.
+
+Exit status: 0 when every input was separated or skipped, 1 if any failed, 2 for a usage error (nothing done),
+128 + the signal's number when interrupted (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
+import os
+import signal
 import string
 import sys
 import threading
+import time
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,12 +34,17 @@ from typing import TYPE_CHECKING
 from .. import HOP_LENGTH, SAMPLE_RATE, SOURCES, defaults
 from ..errors import ConfigError, DannaError
 
-if TYPE_CHECKING:  # the package imports torch: only inside run, so that --help stays fast
-    from ..separate import FileJob
+if TYPE_CHECKING:  # these import torch: only inside run, so that --help and option errors answer at once
+    from tqdm import tqdm
 
-HELP = "separate songs into drums, bass, other and vocals (also available as `danna-sep`)"
+    from ..separate import FileJob, Progress
+    from ..separate.files import FileResult
+
+DESCRIPTION = "separate songs into drums, bass, other and vocals"
+HELP = f"{DESCRIPTION} (also available as `danna-sep`)"
 
 DEFAULT_TEMPLATE = "{track}/{stem}.{ext}"
+FLAT_TEMPLATE = "{track}_{stem}.{ext}"  # danna-sep 1.0.2's layout
 _PLACEHOLDERS = {"track", "trackext", "stem", "ext"}
 
 
@@ -50,8 +69,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--filename",
         default=DEFAULT_TEMPLATE,
         metavar="TEMPLATE",
-        help="path of each stem under DIR; placeholders {track}, {trackext}, {stem}, {ext} "
-        f"(default: {DEFAULT_TEMPLATE})",
+        help="path of each stem under DIR, with {track} (input name without extension), {trackext} "
+        "(its extension), {stem} (required) and {ext} (wav or flac); default "
+        f"{DEFAULT_TEMPLATE}, the original's flat layout: {FLAT_TEMPLATE}".replace("%", "%%"),
     )
     out.add_argument("--stems", metavar="LIST", help=f"comma-separated subset of {','.join(SOURCES)} to write")
     out.add_argument(
@@ -69,7 +89,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="write stems at the input's sample rate (default: 44100 Hz, the models' rate)",
     )
-    out.add_argument("-f", "--force", action="store_true", help="overwrite existing output files")
+    out.add_argument(
+        "--skip-existing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="skip an input whose stems all exist and are complete, so that a batch can be run again "
+        "(default; --no-skip-existing: count it as failed)",
+    )
+    out.add_argument("-f", "--force", action="store_true", help="separate every input again, replacing its stems")
 
     models = parser.add_argument_group("models")
     models.add_argument(
@@ -169,7 +196,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         f"pieces (default {defaults.MEMORY_LIMIT_GIB:g}; 0 = never). Kept freed memory is "
         "faster, but fragments on long songs",
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only errors")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress and no notes, only errors and clipping warnings"
+    )
 
 
 # ----------------------------------------------------------------------------------------------------- options
@@ -187,6 +216,48 @@ def _check_template(template: str) -> None:
         )
     if "stem" not in fields:
         raise ConfigError("--filename must contain {stem}, or every stem would go to the same file")
+
+
+def _check_options(args: argparse.Namespace) -> tuple[str, str]:
+    """Every check of the options that needs neither torch nor the models (the Python API checks its arguments
+    again, later); returns the output ``(subtype, extension)``."""
+    if args.stems is not None and args.two_stems is not None:
+        raise ConfigError("choose either --stems or --two-stems, not both")
+    if args.two_stems is not None and args.two_stems not in SOURCES:
+        raise ConfigError(f"--two-stems: unknown source {args.two_stems!r}; choose one of {', '.join(SOURCES)}")
+    if args.stems is not None:
+        names = [s.strip() for s in args.stems.split(",") if s.strip()]
+        unknown = [s for s in names if s not in SOURCES]
+        if unknown or not names:
+            raise ConfigError(f"--stems: unknown source(s) {unknown}; choose among {', '.join(SOURCES)}")
+    _check_template(args.filename)
+    subtype_ext = _subtype(args)
+    for flag, value, ok, rule in (
+        ("--jobs", args.jobs, args.jobs >= 1, ">= 1"),
+        ("--shifts", args.shifts, args.shifts >= 1, ">= 1"),
+        ("--niter", args.niter, args.niter >= 0, ">= 0"),
+        ("--overlap", args.overlap, 0 <= args.overlap < 1, "in [0, 1)"),
+        ("--segment", args.segment, args.segment is None or args.segment > 0, "> 0 seconds"),
+        ("--wiener-window", args.wiener_window, args.wiener_window >= 0, ">= 0 frames (0: the whole track)"),
+        ("--memory-limit", args.memory_limit, args.memory_limit >= 0, ">= 0 GiB (0: never)"),
+    ):
+        if not ok:
+            raise ConfigError(f"{flag} must be {rule}, got {value:g}")
+    _check_original(args)
+    missing = [p for p in args.inputs if not p.exists()]
+    if missing:
+        raise ConfigError("; ".join(f"{p}: no such file or folder{_did_you_mean(p)}" for p in missing))
+    return subtype_ext
+
+
+def _did_you_mean(path: Path) -> str:
+    """`` (did you mean song.wav?)`` when ``path``'s folder holds a close name."""
+    try:
+        names = {p.stem: p.name for p in path.parent.iterdir()} if path.parent.is_dir() else {}
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(path.stem, list(names), n=1)  # without the extension, which all share
+    return f" (did you mean {path.parent / names[close[0]]}?)" if close else ""
 
 
 def _check_original(args: argparse.Namespace) -> None:
@@ -221,57 +292,115 @@ def _subtype(args: argparse.Namespace) -> tuple[str, str]:
     return subtype, "flac" if args.flac else "wav"
 
 
-# --------------------------------------------------------------------------------------------------- progress
+# ---------------------------------------------------------------------------------------------------- display
 
 
-class _Bar:
-    """One bar for the whole job, in seconds of audio, with the running files' percentages as its postfix."""
+class _Display:
+    """Everything ``danna-sep`` says on stderr while it works: one line per event (a file skipped, failed, changed
+    on the way, done) and, when stderr is a terminal, one tqdm bar for the whole batch below them: the files being
+    separated, the share of the batch's audio done, elapsed and remaining time. ``quiet``: only failures and
+    clipping. Thread-safe (files separated side by side report from their own threads)."""
 
-    def __init__(self, total: float, quiet: bool):
+    def __init__(self, total: int, quiet: bool):
+        self.total, self.quiet = total, quiet
+        self.tty = sys.stderr.isatty()
         self.lock = threading.Lock()
-        self.running: dict[int, tuple[str, float]] = {}
-        self.bar = None
-        if not quiet:
-            from tqdm import tqdm
+        self.done: list[FileResult] = []
+        self.skipped = 0
+        self.failed: list[Path] = []
+        self.bar: tqdm | None = None
+        self.running: dict[int, tuple[str, float, float]] = {}  # key → (label, duration, fraction done)
+        self.started = time.perf_counter()
 
-            self.bar = tqdm(
-                total=total,
-                unit="s",
-                file=sys.stderr,
-                dynamic_ncols=True,
-                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of audio [{elapsed}<{remaining}]{postfix}",
-            )
-
-    def update(self, key: int, name: str, fraction: float, duration: float) -> None:
-        with self.lock:
-            previous = self.running.get(key, (name, 0.0))[1]
-            self.running[key] = (name, fraction)
-            if self.bar is not None:
-                self._advance(max(fraction - previous, 0.0) * duration)
-                self.bar.set_postfix_str(
-                    ", ".join(f"{n} {100 * f:.0f}%" for n, f in self.running.values()), refresh=False
-                )
-
-    def finish(self, key: int, duration: float) -> None:
-        with self.lock:
-            _, fraction = self.running.pop(key, ("", 0.0))
-            if self.bar is not None:
-                self._advance(max(1.0 - fraction, 0.0) * duration)
-
-    def _advance(self, seconds: float) -> None:
-        # never past the total: float sums of per-file fractions can overshoot it by a hair
-        self.bar.update(min(seconds, self.bar.total - self.bar.n))
-
-    def write(self, text: str) -> None:
+    def line(self, text: str, always: bool = False) -> None:
+        """Print one line above the bar (``always``: even when quiet)."""
+        if self.quiet and not always:
+            return
         with self.lock:
             if self.bar is not None:
                 self.bar.write(text, file=sys.stderr)
             else:
-                print(text, file=sys.stderr)
+                print(text, file=sys.stderr, flush=True)
+
+    def skip(self, path: Path, folder: str) -> None:
+        self.skipped += 1
+        self.line(f"skipped {path}: its stems exist in {folder} (--force redoes them)")
+
+    def fail(self, path: Path, message: str) -> None:
+        with self.lock:
+            self.failed.append(path)
+        self.line(f"failed {path}: {message}", always=True)
+
+    def start(self, seconds: float) -> None:
+        """Open the bar over ``seconds`` of audio to separate (on a terminal, unless quiet)."""
+        from tqdm import tqdm
+
+        self.started = time.perf_counter()
+        if self.tty and not self.quiet:
+            self.bar = tqdm(
+                total=seconds,
+                file=sys.stderr,
+                leave=False,  # the summary line replaces it: 100 % is not printed twice
+                dynamic_ncols=True,
+                bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}",
+            )
+
+    def begin(self, key: int, label: str, duration: float) -> None:
+        with self.lock:
+            self.running[key] = (label, duration, 0.0)
+            self._refresh()
+
+    def update(self, key: int, fraction: float) -> None:
+        with self.lock:
+            label, duration, previous = self.running.get(key, ("", 0.0, 0.0))
+            if fraction > previous:
+                self.running[key] = (label, duration, fraction)
+                self._advance((fraction - previous) * duration)
+
+    def end(self, key: int, result: FileResult | None) -> None:
+        with self.lock:
+            _, duration, fraction = self.running.pop(key, ("", 0.0, 0.0))
+            self._advance((1.0 - fraction) * duration)
+            if result is not None:
+                self.done.append(result)
+            self._refresh()
+
+    def _advance(self, seconds: float) -> None:
+        if self.bar is not None and seconds > 0:
+            self.bar.update(min(seconds, self.bar.total - self.bar.n))  # float sums can overshoot by a hair
+
+    def _refresh(self) -> None:
+        if self.bar is not None:
+            self.bar.set_description_str(", ".join(label for label, _, _ in self.running.values()), refresh=True)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        with self.lock:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    def summary(self, prog: str) -> int:
+        """The last line(s): counts, speed and peak memory (unless quiet), the failed files (always); the exit
+        status (1 if any file failed, or was left when the batch stopped)."""
+        self.close()
+        unstarted = self.total - len(self.done) - self.skipped - len(self.failed)
+        failed = len(self.failed) + unstarted
+        if not self.quiet:
+            counts = f"{self.total} file(s): {len(self.done)} done, {self.skipped} skipped, {failed} failed"
+            if self.done:
+                audio = sum(r.duration for r in self.done)
+                wall = time.perf_counter() - self.started
+                counts += (
+                    f"; {_clock(audio)} of audio in {_clock(wall)} ({audio / max(wall, 1e-9):.2f}× real time), "
+                    f"peak memory {_peak_memory()}"
+                )
+            print(counts, file=sys.stderr)
+        if failed:
+            names = ", ".join(map(str, self.failed[:10])) + (", …" if len(self.failed) > 10 else "")
+            not_run = f" ({unstarted} not run: the batch stopped)" if unstarted else ""
+            print(f"{prog}: {failed} of {self.total} file(s) failed{not_run}: {names}", file=sys.stderr)
+            return 1
+        return 0
 
 
 def _clock(seconds: float) -> str:
@@ -279,31 +408,153 @@ def _clock(seconds: float) -> str:
     return f"{m}:{s:02d}"
 
 
+def _peak_memory() -> str:
+    """The process's peak resident memory (and the GPU's peak allocation when CUDA was used), e.g. ``812 MB``."""
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    except ImportError:  # Windows
+        try:
+            import psutil
+
+            info = psutil.Process().memory_info()
+            peak = getattr(info, "peak_wset", info.rss)
+        except ImportError:
+            return "unknown"
+    text = f"{peak / 1e6:.0f} MB"
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        text += f" (GPU {torch.cuda.max_memory_allocated() / 1e6:.0f} MB)"
+    return text
+
+
+# ---------------------------------------------------------------------------------------------------- signals
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by a signal (SIGINT, SIGTERM, SIGHUP); ``status``: the conventional exit status, 128 + its
+    number (130, 143, 129)."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        self.status = 128 + signum
+        super().__init__(signal.Signals(signum).name)
+
+
+class _Cancelled(BaseException):
+    """Raised in a file's progress callback when the batch stops: the separation unwinds and its writers abort."""
+
+
+@contextlib.contextmanager
+def _signals_raise(stop: threading.Event) -> Iterator[None]:
+    """While inside: SIGINT, SIGTERM and SIGHUP (where they exist and are not ignored, as under ``nohup``) set
+    ``stop`` and raise :class:`Interrupted` in the main thread, once, so that every ``finally`` and writer abort
+    runs (SIGTERM's default would kill the process on the spot, leaving ``.part`` files). Later signals only set
+    ``stop`` again, so that the clean-up is not itself interrupted."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+        yield
+        return
+    raised = False
+
+    def handler(signum: int, frame: object) -> None:
+        nonlocal raised
+        stop.set()
+        if not raised:
+            raised = True
+            raise Interrupted(signum)
+
+    previous = {}
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _new_folders(jobs: list[FileJob]) -> list[Path]:
+    """The folders the jobs' outputs need that do not exist yet, deepest first."""
+    folders: set[Path] = set()
+    for job in jobs:
+        for dest in job.outputs.values():
+            folder = dest.parent
+            while not folder.exists() and folder not in folders and folder != folder.parent:
+                folders.add(folder)
+                folder = folder.parent
+    return sorted(folders, key=lambda f: len(f.parts), reverse=True)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove those of ``folders`` (deepest first) that are empty: what a run created and left empty."""
+    for folder in folders:
+        with contextlib.suppress(OSError):  # not empty, or gone
+            folder.rmdir()
+
+
 # -------------------------------------------------------------------------------------------------------- run
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..audio import ClippingWarning
-    from ..separate import Separator, find_inputs, prepare_files, resolve_device, stem_plan
+    prog = getattr(args, "_prog", "danna-sep")
+    subtype, ext = _check_options(args)  # before torch is imported: a mistake is answered at once
+
+    from ..separate import find_inputs, stem_plan
+    from ..separate.files import prepare_files
 
     stems = [s.strip() for s in args.stems.split(",") if s.strip()] if args.stems is not None else None
     plan = stem_plan(stems, args.two_stems)
-    _check_template(args.filename)
-    subtype, ext = _subtype(args)
-    if args.jobs < 1:
-        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
     inputs = find_inputs(args.inputs, exclude=args.outdir)
     if not inputs:
         raise ConfigError(f"no audio files found in {', '.join(map(str, args.inputs))}")
 
-    _check_original(args)
-    device = resolve_device(args.device)
-    parallel = args.parallel and device.type == "cpu"
     # inputs and outputs first: a missing input or an existing output must not wait for (or start) a download
-    jobs, skipped = prepare_files(inputs, list(plan), args.outdir, args.filename, ext, overwrite=args.force)
-    failures: list[tuple[Path, str]] = [(path, _message(path, exc)) for path, exc in skipped]
-    if not jobs:
-        return _summary(failures, inputs)
+    batch = prepare_files(
+        inputs,
+        list(plan),
+        args.outdir,
+        args.filename,
+        ext,
+        overwrite=args.force,
+        skip_existing=args.skip_existing,
+        keep_rate=args.keep_rate,
+    )
+    display = _Display(len(inputs), args.quiet)
+    for path, folder in batch.skipped:
+        display.skip(path, folder)
+    for path, exc in batch.failed:
+        display.fail(path, _message(path, exc))
+    if not batch.jobs:
+        return display.summary(prog)
+
+    stop = threading.Event()
+    folders = _new_folders(batch.jobs)
+    with _signals_raise(stop):
+        try:
+            _separate(args, batch.jobs, subtype, display, stop)
+        except Interrupted as exc:
+            display.close()
+            done = f"{len(display.done)} of {len(batch.jobs)} file(s) separated"
+            print(f"{prog}: interrupted ({exc}), {done}; unfinished stems removed", file=sys.stderr)
+            return exc.status
+        finally:
+            display.close()
+            _remove_empty(folders)
+    return display.summary(prog)
+
+
+def _separate(
+    args: argparse.Namespace, jobs: list[FileJob], subtype: str, display: _Display, stop: threading.Event
+) -> None:
+    """Load the models and separate ``jobs`` (until ``stop`` is set: a signal, a full disk)."""
+    from ..audio import ClippingWarning, DiskFullError
+    from ..separate import Separator, resolve_device
+    from ..separate.files import changes, output_bytes
+
+    device = resolve_device(args.device)
     separator = Separator.from_checkpoints(
         args.checkpoints,
         fast=args.fast,
@@ -311,7 +562,7 @@ def run(args: argparse.Namespace) -> int:
         device=str(device),
         download=not args.no_download,
         imported=not args.released_files,
-        notify=lambda line: print(line, file=sys.stderr),
+        notify=lambda line: display.line(line, always=True),
         quiet=args.quiet,
         segment=args.segment,
         overlap=args.overlap,
@@ -319,77 +570,78 @@ def run(args: argparse.Namespace) -> int:
         niter=args.niter,
         wiener_window=args.wiener_window or None,
         shifts=args.shifts,
-        parallel=parallel,
+        parallel=args.parallel and device.type == "cpu",
         memory_limit=args.memory_limit or None,
         original=args.original,
     )
-    if not args.quiet:
-        print("models: " + "; ".join(separator.describe_models()), file=sys.stderr)
+    display.line("models: " + "; ".join(separator.describe_models()))
     if device.type == "cpu":
-        separator.share_cores(min(args.jobs, len(inputs)))
-
-    bar = _Bar(sum(job.duration for job in jobs), args.quiet)
-    for path, message in failures:
-        bar.write(f"skipped {path}: {message}")
+        separator.share_cores(min(args.jobs, len(jobs)))
 
     def work(key: int, job: FileJob) -> None:
-        path, duration = job.input, job.duration
+        if stop.is_set():
+            return
+        path = job.input
+        existed = {dest for dest in job.outputs.values() if dest.exists()}
+
+        def progress(p: Progress) -> None:
+            if stop.is_set():
+                raise _Cancelled
+            display.update(key, p.fraction)
+
+        display.begin(key, f"[{key + 1}/{len(jobs)}] {path.name}", job.duration)
+        for note in changes(job.info, args.keep_rate):
+            display.line(f"{path.name}: {note}")
+        result = None
         try:
-            result = separator.separate_job(
-                job,
-                subtype=subtype,
-                keep_rate=args.keep_rate,
-                progress=lambda p: bar.update(key, path.name, p.fraction, duration),
-            )
-        except DannaError as exc:
-            failures.append((path, _message(path, exc)))
-            bar.write(f"failed {path}: {_message(path, exc)}")
-            return
-        except Exception as exc:
-            failures.append((path, f"internal error ({type(exc).__name__}: {exc})"))
-            bar.write(f"failed {path}: internal error ({type(exc).__name__}: {exc})")
-            return
+            result = separator.separate_job(job, subtype=subtype, keep_rate=args.keep_rate, progress=progress)
+        except BaseException as exc:
+            # a track's stems are all written or none: remove those this job committed before it failed
+            for dest in job.outputs.values():
+                if dest not in existed:
+                    with contextlib.suppress(OSError):
+                        dest.unlink()
+            if isinstance(exc, DiskFullError):
+                stop.set()  # the next files would fail the same way
+                needed = output_bytes(job, subtype, args.keep_rate) / 1e6
+                free = f", {exc.free / 1e6:.0f} MB free" if exc.free is not None else ""
+                where = os.path.join(exc.path.parent, "")
+                display.fail(path, f"no space left on device: {where} ({needed:.0f} MB needed{free}); stopping")
+            elif isinstance(exc, DannaError):
+                display.fail(path, _message(path, exc))
+            elif isinstance(exc, Exception):
+                display.fail(path, f"internal error ({type(exc).__name__}: {exc})")
+            elif not isinstance(exc, _Cancelled):
+                raise
         finally:
-            bar.finish(key, duration)
+            display.end(key, result)
+        if result is None:
+            return
         folder = Path(*_common_parent(list(result.outputs.values())))
         clipped = {s: n for s, n in result.clipped.items() if n}
-        note = (
-            f"; clipped {', '.join(f'{n} samples in {s}' for s, n in clipped.items())} (--float32 keeps them)"
-            if clipped
-            else ""
+        if clipped:
+            counts = ", ".join(f"{n} samples in {s}" for s, n in clipped.items())
+            display.line(f"{path.name}: clipped {counts} to ±1 ({subtype}; --float32 keeps them)", always=True)
+        speed = result.duration / max(result.seconds, 1e-9)
+        display.line(
+            f"done {path.name} → {folder}/ ({_clock(result.duration)} of audio in "
+            f"{_clock(result.seconds)}, {speed:.2f}× real time)"
         )
-        if not args.quiet:
-            speed = result.duration / max(result.seconds, 1e-9)
-            bar.write(
-                f"done {path.name} → {folder}/ ({_clock(result.duration)} of audio in "
-                f"{_clock(result.seconds)}, {speed:.2f}× real time){note}"
-            )
-        elif note:
-            bar.write(f"{path.name}{note}")
 
+    display.start(sum(job.duration for job in jobs))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ClippingWarning)  # counted per file and reported in one line instead
-        try:
-            if args.jobs == 1 or len(jobs) == 1:
-                for key, job in enumerate(jobs):
-                    work(key, job)
-            else:
-                with ThreadPoolExecutor(args.jobs) as pool:
-                    list(pool.map(work, range(len(jobs)), jobs))
-        finally:
-            bar.close()
-
-    return _summary(failures, inputs)
-
-
-def _summary(failures: list[tuple[Path, str]], inputs: list[Path]) -> int:
-    """Exit status 1 and the list of failed files, if any failed."""
-    if failures:
-        print(f"danna separate: {len(failures)} of {len(inputs)} file(s) failed:", file=sys.stderr)
-        for path, message in failures:
-            print(f"  {path}: {message}", file=sys.stderr)
-        return 1
-    return 0
+        if args.jobs == 1 or len(jobs) == 1:
+            for key, job in enumerate(jobs):
+                work(key, job)
+        else:
+            pool = ThreadPoolExecutor(args.jobs)
+            try:
+                for future in [pool.submit(work, key, job) for key, job in enumerate(jobs)]:
+                    future.result()
+            finally:
+                stop.set()  # on an interrupt the running files stop at their next segment
+                pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _message(path: Path, exc: Exception) -> str:

@@ -463,7 +463,11 @@ class _Background:
         raise value  # type: ignore[misc]
 
     def close(self) -> None:
+        """Stop the thread and wait for it (its current model call at most): a daemon thread still inside torch
+        when the interpreter exits (after Ctrl-C or SIGTERM) aborts the process ("terminate called …")."""
         self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
 
 
 def _skip(it: Iterator[Tensor], n: int) -> Iterator[Tensor]:

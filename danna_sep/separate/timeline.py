@@ -55,20 +55,21 @@ class _Timeline:
         self.weight: Tensor | None = None
 
     def add(self, start: int, values: Tensor, weight: Tensor) -> None:
-        if self.values is None:
-            self.values = values.new_zeros((*values.shape[:-1], 0))
-            self.weight = weight.new_zeros(0)
+        acc = values.new_zeros((*values.shape[:-1], 0)) if self.values is None else self.values
+        total = weight.new_zeros(0) if self.weight is None else self.weight
         n = values.shape[-1]
-        grow = start + n - (self.start + self.values.shape[-1])
+        grow = start + n - (self.start + acc.shape[-1])
         if grow > 0:
-            self.values = torch.cat([self.values, self.values.new_zeros((*self.values.shape[:-1], grow))], -1)
-            self.weight = torch.cat([self.weight, self.weight.new_zeros(grow)])
+            acc = torch.cat([acc, acc.new_zeros((*acc.shape[:-1], grow))], -1)
+            total = torch.cat([total, total.new_zeros(grow)])
         i = start - self.start
         assert i >= 0, "a segment reached back into output already handed out"
-        self.values[..., i : i + n] += values * weight
-        self.weight[i : i + n] += weight
+        acc[..., i : i + n] += values * weight
+        total[i : i + n] += weight
+        self.values, self.weight = acc, total
 
     def pop(self, stop: int) -> Tensor:
+        assert self.values is not None and self.weight is not None, "pop after add"
         k = stop - self.start
         out = self.values[..., :k] / self.weight[:k]
         self.values, self.weight = self.values[..., k:].clone(), self.weight[k:].clone()
@@ -89,6 +90,7 @@ class _FrameStore:
         self.frames = new if self.frames is None else torch.cat([self.frames, new], -1)
 
     def pop(self, stop: int) -> Tensor:
+        assert self.frames is not None, "pop after extend"
         k = stop - self.start
         out, self.frames = self.frames[..., :k], self.frames[..., k:]
         self.start = stop
@@ -124,23 +126,25 @@ class StreamingISTFT:
         ola = self._fold(cols.reshape(-1, self.n_fft, n), n).reshape(*lead, -1)
         env = self._fold((self.window.square()[:, None].expand(self.n_fft, n))[None], n)[0]
         first = self.frames * self.hop  # padded position of ola[..., 0]
-        if self.acc is None:
-            self.acc = ola.new_zeros(*lead, 0)
-            self.env = env.new_zeros(0)
+        acc = ola.new_zeros(*lead, 0) if self.acc is None else self.acc
+        total = env.new_zeros(0) if self.env is None else self.env
         # extend the accumulator to the new span, then add (positions before acc_start are not needed)
         end = first + ola.shape[-1]
-        grow = end - (self.acc_start + self.acc.shape[-1])
+        grow = end - (self.acc_start + acc.shape[-1])
         if grow > 0:
-            self.acc = torch.cat([self.acc, self.acc.new_zeros(*lead, grow)], -1)
-            self.env = torch.cat([self.env, self.env.new_zeros(grow)])
+            acc = torch.cat([acc, acc.new_zeros(*lead, grow)], -1)
+            total = torch.cat([total, total.new_zeros(grow)])
         skip = max(self.acc_start - first, 0)
         i = first + skip - self.acc_start
-        self.acc[..., i : i + ola.shape[-1] - skip] += ola[..., skip:]
-        self.env[i : i + ola.shape[-1] - skip] += env[skip:]
+        acc[..., i : i + ola.shape[-1] - skip] += ola[..., skip:]
+        total[i : i + ola.shape[-1] - skip] += env[skip:]
+        self.acc, self.env = acc, total
         self.frames += n
         return self._emit(self.frames * self.hop)  # positions before the next frame's start are complete
 
     def _emit(self, final: int) -> Tensor:
+        if self.acc is None or self.env is None:  # no frame yet: nothing is final
+            return torch.zeros(0)
         stop = min(final, self.length + self.pad)
         k = min(max(stop - self.acc_start, 0), self.acc.shape[-1])
         out = self.acc[..., :k] / self.env[:k]
