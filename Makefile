@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first, pinned: pip takes the CPU build on this machine's disk (never a multi-GB CUDA build)
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[test,onnx,lint]' pretty_midi
+	$(PIP) install -q -e '.[test,onnx,lint,web]' pretty_midi
 	# tinysoundfont's declared dependency (pyaudio) is only for playback and needs PortAudio headers
 	$(PIP) install -q --no-deps tinysoundfont
 	# museval imports stempeg, which refuses to import without the ffmpeg/ffprobe binaries

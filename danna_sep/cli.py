@@ -30,6 +30,7 @@ from .commands import (
     make_dataset,
     models,
     separate,
+    serve,
     train,
 )
 from .errors import DannaError
@@ -46,6 +47,7 @@ COMMANDS: dict[str, ModuleType] = {
     "download": download,
     "models": models,
     "import-released": import_released,
+    "serve": serve,
 }
 
 
