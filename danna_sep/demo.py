@@ -4,7 +4,8 @@
    ``$MUSDB_ROOT`` when set (then only the first ``--tracks`` valid and test tracks are separated and scored);
 2. trains the three tiny models (``configs/tiny``) for a few epochs each, capped in steps;
 3. exports them to ``.demo/checkpoints`` under the released file names;
-4. fits the blend weights on the validation split (``.demo/checkpoints/fitted_bag.json``);
+4. fits the blend weights on the validation split (``.demo/checkpoints/bag.json``, which ``danna-sep
+   --checkpoints .demo/checkpoints`` then uses by default);
 5. separates a test song with the fitted blend into ``separated/<track>/<stem>.wav``;
 6. prints the evaluation table on the test split: each model, the original-weight blend, the fitted blend and the
    mixture baseline (museval v4 and global SDR).
@@ -135,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     from .blend import Bag
     from .data import split_tracks
     from .evaluate import evaluate, fit_from_cache, format_table, separate_to_cache
-    from .separate import Separator
+    from .separate import BAG_FILE, Separator
 
     started = time.perf_counter()
     workdir = Path(args.workdir)
@@ -163,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     cache = workdir / "cache"
     valid_refs = separate_to_cache(models, valid, cache, root, "valid", keys=keys)
     bag = fit_from_cache(valid, valid_refs, roles, jobs=args.jobs, log=lambda *_: None)
-    bag_path = ckpt_dir / "fitted_bag.json"
+    bag_path = ckpt_dir / BAG_FILE  # where danna-sep --checkpoints ckpt_dir finds it by itself
     bag.save(bag_path)
     print("fitted weights (rows " + ", ".join(roles) + "; columns " + ", ".join(SOURCES) + "):")
     print(np.array2string(bag.weights, precision=3, suppress_small=True))
@@ -202,8 +203,12 @@ def run(args: argparse.Namespace) -> int:
 
 def try_command(ckpt_dir: Path, bag_path: Path) -> str:
     """The ``danna-sep`` command that separates a song with the demo's models and fitted blend (tiny models
-    trained for minutes on synthetic songs: a demonstration of the pipeline, not a useful separation)."""
-    return f"{Path(sys.executable).parent / 'danna-sep'} --checkpoints {ckpt_dir} --bag {bag_path} song.wav"
+    trained for minutes on synthetic songs: a demonstration of the pipeline, not a useful separation); a bag
+    that is the folder's ``bag.json`` needs no ``--bag``."""
+    from .separate.separator import BAG_FILE
+
+    bag = "" if bag_path == ckpt_dir / BAG_FILE else f" --bag {bag_path}"
+    return f"{Path(sys.executable).parent / 'danna-sep'} --checkpoints {ckpt_dir}{bag} song.wav"
 
 
 if __name__ == "__main__":

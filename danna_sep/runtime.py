@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 _M_MMAP_THRESHOLD = -3
-_libc = None  # set once keep_freed_memory() took effect
+_libc: ctypes.CDLL | None = None  # set once keep_freed_memory() took effect
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 

@@ -375,6 +375,27 @@ def test_first_use_downloads_imports_and_separates(mirror, tmp_path, capsys):
     torch.testing.assert_close(read_stems(tmp_path / "again" / "song"), stems, rtol=0, atol=0)
 
 
+def test_from_pretrained_downloads_imports_and_then_finds_the_models(mirror, tmp_path, monkeypatch):
+    """The Python API's first use: what ``danna-sep`` does on its first run, its notices through ``notify``;
+    afterwards the folder is enough, offline too."""
+    ckpt, mix = tmp_path / "ckpt", example_mix(SR, seed=4)
+    lines: list[str] = []
+    sep = Separator.from_pretrained(ckpt, device="cpu", quiet=True, notify=lines.append)
+    assert sorted(path for path, _, _ in mirror.log) == sorted(f"/mirror/{name}" for name in FILES.values())
+    assert [line.split(" (")[0] for line in lines if line.startswith("downloading")] == [
+        f"downloading {name}" for name in FILES.values()
+    ]
+    assert sep.describe_models() == describe(IMPORTED, dict.fromkeys(FILES, "danna-sep model"))
+    stems = sep.separate(mix, SR)
+    assert all(stems[s].shape == (2, SR) and stems[s].abs().max() > 0 for s in SOURCES)
+
+    requests = len(mirror.log)
+    monkeypatch.setenv(download.OFFLINE_ENV, "1")
+    again = Separator.from_pretrained(ckpt, device="cpu", notify=lines.append)
+    assert len(mirror.log) == requests and again.describe_models() == sep.describe_models()
+    torch.testing.assert_close(stacked(again.separate(mix, SR)), stacked(stems), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("how", ["--no-download", "DANNA_OFFLINE=1"])
 def test_without_downloads_an_empty_folder_says_what_to_fetch(mirror, tmp_path, capsys, monkeypatch, how):
     ckpt, out = tmp_path / "ckpt", tmp_path / "out"

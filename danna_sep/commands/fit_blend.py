@@ -18,7 +18,9 @@ HELP = "fit the blend weights on a validation split and write a bag file"
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_dataset_options(parser, "valid")
-    parser.add_argument("--out", required=True, help="bag file to write (JSON)")
+    parser.add_argument(
+        "--out", required=True, help="bag file to write (JSON); as DIR/bag.json, danna-sep --checkpoints DIR uses it"
+    )
     parser.add_argument("--models", default="xumx,unet,demucs", help="models to blend (default xumx,unet,demucs)")
     parser.add_argument(
         "--eval-subset",

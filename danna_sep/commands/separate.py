@@ -120,9 +120,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     models.add_argument("--fast", action="store_true", help="leave X-UMX out (U-Net + Demucs, the original fast blend)")
     models.add_argument(
         "--bag",
-        type=Path,
-        metavar="FILE",
-        help='JSON blend: {"models": [...], "weights": models × sources}; overrides --fast',
+        metavar="FILE|original|fast",
+        help='JSON blend: {"models": [...], "weights": models × sources}, or the original\'s weights by name '
+        "(default: the checkpoint folder's bag.json if there is one, else original); overrides --fast",
     )
 
     quality = parser.add_argument_group("quality and speed")
@@ -273,7 +273,7 @@ def _check_original(args: argparse.Namespace) -> None:
             ("--segment", args.segment, None, None),
             ("--overlap", args.overlap, defaults.OVERLAP, None),
             ("--wiener-window", args.wiener_window, defaults.WIENER_WINDOW, 0),
-            ("--bag", args.bag, None, None),
+            ("--bag", args.bag, None, "original"),
             ("--parallel", args.parallel, False, None),
         )
         if value not in (default, original)

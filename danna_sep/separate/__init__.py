@@ -32,7 +32,7 @@ Tuning constants live in the module that reads them (monkeypatch them there): ``
 from ..checkpoints import MODEL_FILES, checkpoint_dir, find_model_files, model_search_order
 from ..runtime import resolve_device
 from .files import FileJob, FileResult, find_inputs, prepare_file, prepare_files, track_name
-from .separator import MAX_SHIFT_SECONDS, ORIGINAL_END_PAD, Progress, Separator
+from .separator import BAG_FILE, MAX_CHANNELS, MAX_SHIFT_SECONDS, NAMED_BAGS, ORIGINAL_END_PAD, Progress, Separator
 from .stems import StemPlan, plan_for, stem_plan, stem_sources
 from .streams import (
     ORIGINAL_CLAMP,
@@ -48,8 +48,11 @@ from .timeline import StreamingISTFT, _equal_length_groups, crossfade, plan_segm
 from .tracks import FileReader, TensorReader, TrackReader, _read_padded  # noqa: F401 — private: tests
 
 __all__ = [
+    "BAG_FILE",
+    "MAX_CHANNELS",
     "MAX_SHIFT_SECONDS",
     "MODEL_FILES",
+    "NAMED_BAGS",
     "ORIGINAL_CLAMP",
     "ORIGINAL_END_PAD",
     "ORIGINAL_SHORT_CHUNK",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import queue
 import random
 import threading
@@ -10,12 +11,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, overload
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .. import SAMPLE_RATE, SOURCES, PathLike
-from ..audio import AudioWriter, resample
+from ..audio import AudioWriter, resample, to_stereo
 from ..blend import FAST_BAG, ORIGINAL_BAG, Bag
 from ..checkpoints import checkpoint_dir, find_model_files, model_search_order
 from ..defaults import MEMORY_LIMIT_GIB, NITER, OVERLAP, SHIFTS, WIENER_WINDOW
@@ -37,6 +40,10 @@ from .tracks import (
 
 MAX_SHIFT_SECONDS = 0.5  # random shifts are drawn in [0, 0.5 s), as Demucs does
 ORIGINAL_END_PAD = 1024  # what danna-sep 1.0.2 did (``original=True``): 1024 zeros after the track
+MAX_CHANNELS = 8  # 7.1: more "channels" than that is taken for a (samples, channels) array and refused
+PCM_SCALE = {torch.int16: 2.0**15, torch.int32: 2.0**31}  # integer samples → float, as soundfile reads them
+BAG_FILE = "bag.json"  # a checkpoint folder's own blend (`danna fit-blend`, the demo): the default when present
+NAMED_BAGS = {"original": ORIGINAL_BAG, "fast": FAST_BAG}  # `--bag NAME`, ``bag="NAME"``
 
 
 @dataclass
@@ -171,9 +178,9 @@ class Separator:
         imported: bool = True,
         notify: Callable[[str], None] = print,
         quiet: bool = False,
-        **options,
+        **options: Any,
     ) -> Separator:
-        """Load the models of ``bag`` (default: the original blend, or the fast one) from a checkpoint folder.
+        """Load the models of the blend from a checkpoint folder.
 
         ``directory``: the folder holding the models (:func:`model_search_order`: the imported released weights
         ``xumx_imported.pt``, … or the released files ``xumx_mwf.pth`` / ``xumx.onnx``, ``unet_attention.pth``,
@@ -183,21 +190,24 @@ class Separator:
         is set; ``source``: a mirror URL or folder for that (:func:`danna_sep.release.download.fetch`).
         ``imported``: False runs the released TorchScript/ONNX files themselves even where their imports exist.
         ``device``: ``cpu``, ``cuda``, ``mps`` or ``auto``. Other keyword arguments go to :class:`Separator`.
+
+        ``bag``: a :class:`Bag`, a bag file, or ``"original"`` / ``"fast"`` (the original's weights, with or
+        without X-UMX; a file of that name is given as ``./original``). Without one: the folder's own
+        :data:`BAG_FILE` (``bag.json``, as ``danna fit-blend --out`` and the demo write it) when there is one,
+        announced with ``notify`` unless ``quiet``; else the original blend. ``fast`` and ``original=True``
+        always mean the original's weights.
         """
-        if bag is None:
-            bag = FAST_BAG if fast else ORIGINAL_BAG
-        elif not isinstance(bag, Bag):
-            bag = Bag.load(bag)
+        chosen = _choose_bag(directory, bag, fast, bool(options.get("original")), notify, quiet)
         dev = resolve_device(device)
         try:
-            files = find_model_files(directory, bag.models, imported=imported)
+            files = find_model_files(directory, chosen.models, imported=imported)
         except CheckpointError:
             if not download:
                 raise
-            _download_missing(directory, bag.models, source, notify, quiet)
-            files = find_model_files(directory, bag.models, imported=imported)
+            _download_missing(directory, chosen.models, source, notify, quiet)
+            files = find_model_files(directory, chosen.models, imported=imported)
         models = {role: load_model(path, role=role, device=dev) for role, path in files.items()}
-        return cls(models, bag, **options)
+        return cls(models, chosen, **options)
 
     @classmethod
     def from_pretrained(
@@ -207,11 +217,19 @@ class Separator:
         fast: bool = False,
         device: str = "auto",
         download: bool = True,
-        **options,
+        **options: Any,
     ) -> Separator:
-        """The released Danna-Sep models (MDX 2021), downloaded into the checkpoint folder on first use (about
-        1 GB; ``download=False`` or ``$DANNA_OFFLINE=1`` forbid it) and run through danna-sep's own models.
-        Same arguments as :meth:`from_checkpoints`."""
+        """The released Danna-Sep models (MDX 2021), run through danna-sep's own models: what ``danna-sep``
+        runs.
+
+        Found in the checkpoint folder (``directory``, else ``$DANNA_CHECKPOINTS``, else
+        ``~/danna-sep-checkpoints``), or on first use downloaded there (about 1 GB, one line each through
+        ``notify``), verified and imported, as ``danna download`` does; ``download=False`` or
+        ``$DANNA_OFFLINE=1`` forbid the download (a :class:`~danna_sep.errors.DannaError` then says what to
+        fetch and how). The folder's ``bag.json`` is the blend when there is one (:meth:`from_checkpoints`).
+        Other keyword arguments as :meth:`from_checkpoints` (``bag``, ``source``, ``notify``, ``quiet``,
+        ``imported``) and :class:`Separator` (``shifts``, ``original``, …).
+        """
         return cls.from_checkpoints(directory, fast=fast, device=device, download=download, **options)
 
     def describe_models(self) -> list[str]:
@@ -229,27 +247,82 @@ class Separator:
 
     # ------------------------------------------------------------------------------------------------ public API
 
+    @overload
     def separate(
         self,
         wav: Tensor,
         sample_rate: int,
         *,
+        keep_rate: bool = ...,
+        output_rate: int | None = ...,
+        stems: Sequence[str] | None = ...,
+        two_stems: str | None = ...,
+        progress: Callable[[Progress], None] | None = ...,
+    ) -> dict[str, Tensor]: ...
+
+    @overload
+    def separate(
+        self,
+        wav: np.ndarray,
+        sample_rate: int,
+        *,
+        keep_rate: bool = ...,
+        output_rate: int | None = ...,
+        stems: Sequence[str] | None = ...,
+        two_stems: str | None = ...,
+        progress: Callable[[Progress], None] | None = ...,
+    ) -> dict[str, np.ndarray]: ...
+
+    def separate(
+        self,
+        wav: Tensor | np.ndarray,
+        sample_rate: int,
+        *,
+        keep_rate: bool = False,
         output_rate: int | None = None,
         stems: Sequence[str] | None = None,
         two_stems: str | None = None,
         progress: Callable[[Progress], None] | None = None,
-    ) -> dict[str, Tensor]:
-        """Separate an in-memory waveform ``(channels, samples)`` (or ``(samples,)``) at ``sample_rate``.
+    ) -> dict[str, Tensor] | dict[str, np.ndarray]:
+        """Separate one track held in memory, as ``danna-sep`` separates a file.
 
-        Returns ``{stem: (channels, samples')}`` at ``output_rate`` (default 44100 Hz), float32 on the CPU; a mono
-        input gives mono stems. ``stems`` / ``two_stems`` as :func:`stem_plan`; ``progress`` overrides the
-        separator's callback for this call.
+        Args:
+            wav: ``(channels, samples)``, or ``(samples,)`` for mono: a :class:`torch.Tensor` or a
+                :class:`numpy.ndarray`, on any device. Floats (float16, bfloat16, float32, float64) are taken as
+                they are (full scale ±1), int16 and int32 as PCM (divided by 2¹⁵ or 2³¹, as soundfile reads
+                them); other dtypes are refused. 1 to :data:`MAX_CHANNELS` channels: mono is duplicated for the
+                models and gives mono stems; more than two are downmixed to stereo
+                (:func:`danna_sep.audio.to_stereo`). Any other shape raises :class:`ValueError`: a
+                ``(samples, channels)`` array (``soundfile.read``'s layout) must be transposed first, and a
+                batch separated one track per call.
+            sample_rate: the rate of ``wav`` in Hz; other rates than 44100 are resampled to the models' rate with
+                soxr (HQ), as ``danna-sep`` resamples files.
+            keep_rate: stems at ``sample_rate`` (``danna-sep --keep-rate``); default 44100 Hz
+                (:attr:`samplerate`), as ``danna-sep``. ``output_rate``: another rate for the stems.
+            stems, two_stems: which stems, as :func:`stem_plan` (``--stems``, ``--two-stems``).
+            progress: overrides the separator's callback for this call.
+
+        Returns:
+            ``{stem: (channels, samples')}`` (``(samples',)`` for a 1-D input), float32 whatever the input's
+            dtype, not clipped (a stem may exceed ±1). Of the input's type: NumPy arrays for an array, tensors on
+            the input's device for a tensor (the models run on the separator's device, the ``device`` of
+            :meth:`from_checkpoints`). No gradient flows back to ``wav``.
         """
-        if wav.dim() == 1:
-            wav = wav[None]
-        wav = resample(wav.detach().to("cpu", torch.float32), sample_rate, SAMPLE_RATE)
-        reader = TensorReader(wav)
-        return self._collect(reader, "<tensor>", output_rate, stem_plan(stems, two_stems), progress)
+        if keep_rate and output_rate is not None:
+            raise ValueError("separate: give keep_rate=True or output_rate, not both")
+        rate = _sample_rate(sample_rate)
+        x = _waveform(wav)
+        channels = x.shape[0]
+        x = resample(to_stereo(x), rate, SAMPLE_RATE)  # the order of the files' path: stereo, then 44.1 kHz
+        reader = TensorReader(x)
+        reader.input_channels = channels
+        out_rate = rate if keep_rate else output_rate
+        out = self._collect(reader, "<tensor>", out_rate, stem_plan(stems, two_stems), progress)
+        if wav.ndim == 1:
+            out = {k: v[0] for k, v in out.items()}
+        if isinstance(wav, np.ndarray):
+            return {k: v.numpy() for k, v in out.items()}
+        return {k: v.to(wav.device) for k, v in out.items()}
 
     def separate_file(
         self,
@@ -261,7 +334,8 @@ class Separator:
         two_stems: str | None = None,
         progress: Callable[[Progress], None] | None = None,
     ) -> dict[str, Tensor]:
-        """Separate an audio file; returns ``{stem: (channels, samples)}`` as :meth:`separate`.
+        """Separate an audio file; returns ``{stem: (channels, samples)}``, float32 tensors on the CPU (mono for a
+        mono file, else stereo), as ``danna-sep`` writes them.
 
         ``keep_rate``: return stems at the file's sample rate instead of 44100 Hz.
         """
@@ -386,7 +460,7 @@ class Separator:
         if self.original:
             reader = _PaddedReader(reader, ORIGINAL_END_PAD)
         options = self._stream_options()
-        streams = []
+        streams: list[tuple[Iterator[Tensor], Tensor]] = []
         try:
             for m, role in active:
                 for offset in offsets:
@@ -413,8 +487,8 @@ class Separator:
     ) -> Iterator[Tensor]:
         source = _ShiftedReader(reader, offset) if offset else reader
 
-        def report(fraction):
-            return work.update(index, fraction, role)
+        def report(fraction: float) -> None:
+            work.update(index, fraction, role)
 
         it = model_stream(role, self.models[role], source, report, self._calls, options)
         return _skip(it, offset) if offset else it
@@ -427,12 +501,13 @@ class _Background:
     """
 
     def __init__(self, it: Iterator[Tensor], ahead: int = 2):
-        self._queue: queue.Queue[tuple[str, object]] = queue.Queue(ahead)
+        # a piece, the exception that ended the stream, or None at its end
+        self._queue: queue.Queue[Tensor | BaseException | None] = queue.Queue(ahead)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(it,), daemon=True, name="danna-sep-model")
         self._thread.start()
 
-    def _put(self, item: tuple[str, object]) -> bool:
+    def _put(self, item: Tensor | BaseException | None) -> bool:
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.1)
@@ -444,23 +519,23 @@ class _Background:
     def _run(self, it: Iterator[Tensor]) -> None:
         try:
             for piece in it:
-                if not self._put(("piece", piece)):
+                if not self._put(piece):
                     return
-            self._put(("end", None))
+            self._put(None)
         except BaseException as exc:
-            self._put(("error", exc))
+            self._put(exc)
 
     def __iter__(self) -> _Background:
         return self
 
     def __next__(self) -> Tensor:
-        kind, value = self._queue.get()
-        if kind == "piece":
-            return value  # type: ignore[return-value]
+        item = self._queue.get()
+        if isinstance(item, Tensor):
+            return item
         self._stop.set()
-        if kind == "end":
+        if item is None:
             raise StopIteration
-        raise value  # type: ignore[misc]
+        raise item
 
     def close(self) -> None:
         """Stop the thread and wait for it (its current model call at most): a daemon thread still inside torch
@@ -496,6 +571,94 @@ def _blend(streams: Sequence[tuple[Iterator[Tensor], Tensor]], length: int, chan
             pending[i] = pending[i][..., n:]
         done += n
         yield out
+
+
+def _sample_rate(rate: object) -> int:
+    """``rate`` as a positive integer number of Hz (a float of integer value is accepted, e.g. 44100.0)."""
+    if isinstance(rate, float) and rate.is_integer():
+        rate = int(rate)
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Integral) or int(rate) <= 0:
+        raise ValueError(f"separate: sample_rate must be a positive whole number of Hz, got {rate!r}")
+    return int(rate)
+
+
+def _waveform(wav: object) -> Tensor:
+    """The track ``wav`` (tensor or array, ``(channels, samples)`` or ``(samples,)``) as float32 ``(channels,
+    samples)`` on the CPU; refuses other types, dtypes and layouts (:meth:`Separator.separate`)."""
+    if not isinstance(wav, (Tensor, np.ndarray)):
+        raise TypeError(f"separate: expected a torch.Tensor or numpy.ndarray, got {type(wav).__name__}")
+    shape = tuple(wav.shape)
+    _check_layout(shape)
+    x = _tensor(wav)
+    if x.dtype in PCM_SCALE:
+        x = x.to("cpu", torch.float32) / PCM_SCALE[x.dtype]
+    elif x.is_floating_point():
+        x = x.to("cpu", torch.float32)
+    else:
+        raise ValueError(f"separate: samples of dtype {wav.dtype} are not accepted: {_DTYPES}")
+    return x.reshape(-1, shape[-1])
+
+
+def _check_layout(shape: tuple[int, ...]) -> None:
+    """Refuse what cannot be told from a ``(channels, samples)`` track: a transposed one, too many channels, as
+    many channels as samples, an empty one, a batch."""
+    expected = f"expected (channels, samples) with 1 to {MAX_CHANNELS} channels, or (samples,) for mono"
+    if len(shape) not in (1, 2):
+        raise ValueError(f"separate: got a {len(shape)}-D array of shape {shape}; {expected} (one track per call)")
+    if 0 in shape:
+        raise ValueError(f"separate: got an empty array of shape {shape}; {expected}")
+    if len(shape) == 1:
+        return
+    channels, samples = shape
+    if channels > samples:
+        raise ValueError(f"separate: shape {shape} looks like (samples, channels): {expected}; pass wav.T")
+    if channels > MAX_CHANNELS:
+        raise ValueError(f"separate: shape {shape} has {channels} channels: {expected}")
+    if channels == samples:
+        raise ValueError(f"separate: shape {shape} is ambiguous (as many channels as samples): {expected}")
+
+
+_DTYPES = "give floats (full scale ±1) or int16/int32 PCM"
+
+
+def _tensor(wav: Tensor | np.ndarray) -> Tensor:
+    """``wav`` as a tensor of its own dtype, detached (an array in the machine's byte order, which torch needs)."""
+    if isinstance(wav, Tensor):
+        return wav.detach()
+    try:
+        return torch.from_numpy(np.ascontiguousarray(wav, dtype=wav.dtype.newbyteorder("=")))
+    except TypeError:  # a dtype torch has no counterpart of (strings, objects, float128)
+        raise ValueError(f"separate: samples of dtype {wav.dtype} are not accepted: {_DTYPES}") from None
+
+
+def _choose_bag(
+    directory: PathLike | None,
+    bag: Bag | PathLike | None,
+    fast: bool,
+    original: bool,
+    notify: Callable[[str], None],
+    quiet: bool,
+) -> Bag:
+    """The blend of :meth:`Separator.from_checkpoints`: the one given (a bag, a name, a file), else the original's
+    weights where asked for, else the checkpoint folder's ``bag.json`` (announced), else the original blend."""
+    if isinstance(bag, Bag):
+        return bag
+    if isinstance(bag, str) and bag in NAMED_BAGS:
+        return NAMED_BAGS[bag]
+    if bag is not None:
+        return Bag.load(Path(bag))
+    if fast or original:
+        return FAST_BAG if fast else ORIGINAL_BAG
+    path = checkpoint_dir(directory)[0] / BAG_FILE
+    if not path.is_file():
+        return ORIGINAL_BAG
+    try:
+        found = Bag.load(path)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; fix or remove it, or pass --bag original for the original weights") from None
+    if not quiet:
+        notify(f"blend: {path} (the folder's {BAG_FILE}; --bag original for the original weights)")
+    return found
 
 
 def _download_missing(

@@ -50,7 +50,7 @@ class ModelCalls:
 
     def __init__(self, parallel: bool):
         self._gate = threading.BoundedSemaphore(max(1, os.cpu_count() or 1)) if parallel else None
-        self._checked: set = set()
+        self._checked: set[int] = set()  # id() of the models checked
 
     def run(self, model: LoadedModel, x: Tensor) -> Tensor:
         if self._gate is None:
