@@ -350,6 +350,15 @@ def test_client_paths_never_reach_the_file_system(serve):
     assert safe_name("..") == "song" and len(safe_name("x" * 500)) == 100
 
 
+def test_a_loopback_server_answers_only_to_its_own_names(tmp_path, separators):
+    """What `danna serve` sets on 127.0.0.1: another site's page cannot reach it through a DNS name of its own."""
+    app = create_app(WebConfig(workdir=tmp_path / "w", allowed_hosts=["127.0.0.1", "localhost"]), separators.get)
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+        assert client.get("/api/info").status_code == 200
+        assert client.get("/api/info", headers={"host": "evil.example:8000"}).status_code == 400
+        assert submit(client, wav_bytes(0.3)).status_code == 201
+
+
 # ---------------------------------------------------------------------------------------------------- limits
 
 
