@@ -247,9 +247,11 @@ def check_contract(output: Tensor, inp: Tensor, info: ModelInfo, name: str = "mo
 
 @contextlib.contextmanager
 def _quiet_jit() -> Iterator[None]:
-    """TorchScript is the released files' format (and the contract); torch ≥ 2.10 warns that it is deprecated."""
+    """TorchScript is the released files' format (and the contract); torch ≥ 2.10 warns that it is deprecated
+    (a DeprecationWarning in 2.13, a FutureWarning, which Python shows to users, for ``torch.jit.load`` in 2.14)."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit")
+        for category in (DeprecationWarning, FutureWarning):
+            warnings.filterwarnings("ignore", category=category, message=r".*torch\.jit")
         yield
 
 
