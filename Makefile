@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   — create .venv, install the project, run the main job on the built-in synthetic dataset
-#   make test   — same set-up, then the whole test suite
+#   make test   — same set-up, then `make lint` (ruff, mypy) and the whole test suite
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -34,7 +34,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # benchmark-only peers (installed without their heavy dependency trees)
