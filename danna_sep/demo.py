@@ -8,7 +8,8 @@
    --checkpoints .demo/checkpoints`` then uses by default);
 5. separates a test song with the fitted blend into ``separated/<track>/<stem>.wav``;
 6. prints the evaluation table on the test split: each model, the original-weight blend, the fitted blend and the
-   mixture baseline (museval v4 and global SDR).
+   mixture baseline (museval v4 and global SDR), and draws it in ``.demo/plots`` (box plots over tracks and
+   per-track bars, :func:`danna_sep.plots.evaluation_charts`; skipped with a note without matplotlib).
 
 Everything is cached under ``.demo``: a second run reuses the dataset, the trained checkpoints and the estimates.
 """
@@ -193,12 +194,28 @@ def run(args: argparse.Namespace) -> int:
     summary = evaluate(test, test_refs, systems, "test", workdir / "evaluation", jobs=args.jobs, log=lambda *_: None)
     print(format_table(summary))
     print(f"\nsummary: {workdir / 'evaluation' / 'summary.json'}")
+    draw_charts(summary, workdir / "plots")
     _step("done", started)
     print(
         f"\nthe demo's models are in {ckpt_dir}/ and its fitted blend is {bag_path}; on a song of your own:\n"
         f"  {try_command(ckpt_dir, bag_path)}"
     )
     return 0
+
+
+def draw_charts(summary: dict, folder: Path) -> list[Path]:
+    """The evaluation's charts in ``folder`` (printed); none, with a note, where matplotlib is missing: the
+    pictures are an optional extra, the demo's numbers are not."""
+    from .plots import evaluation_charts, require_matplotlib
+
+    try:
+        require_matplotlib("charts")
+    except DannaError as exc:
+        print(f"{exc} (the charts are left out)")
+        return []
+    charts = evaluation_charts(summary, folder)
+    print("charts: " + ", ".join(str(c) for c in charts))
+    return charts
 
 
 def try_command(ckpt_dir: Path, bag_path: Path) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -119,6 +121,53 @@ def test_evaluate_command_with_estimates(dataset, tmp_path, capsys):
     assert len(per_track["targets"][0]["frames"]) == 3  # 3 s track, 1 s frames
 
 
+def test_evaluate_command_draws_the_charts(dataset, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="the plots extra is not installed")
+    from PIL import Image
+
+    tracks = split_tracks(dataset, "test")
+    est_dir = tmp_path / "est"
+    for k, t in enumerate(tracks):
+        (est_dir / t.name).mkdir(parents=True)
+        for s, e in zip(SOURCES, noisy_estimates(t, [0.4], seed=20 + k)[0], strict=True):
+            sf.write(est_dir / t.name / f"{s}.wav", e.T, 44100, subtype="FLOAT")
+    out = tmp_path / "out"
+    args = ["evaluate", "--root", str(dataset), "--estimates", str(est_dir), "--outdir", str(out), "--jobs", "1"]
+    assert main([*args, "--plots"]) == 0  # default folder: OUTDIR/plots
+    names = ["sdr-museval-boxes.png", "sdr-museval-tracks.png", "sdr-global-boxes.png", "sdr-global-tracks.png"]
+    assert sorted(p.name for p in (out / "plots").iterdir()) == sorted(names)
+    assert f"charts: {', '.join(str(out / 'plots' / n) for n in names)}" in capsys.readouterr().out
+    for name in names:
+        with Image.open(out / "plots" / name) as image:
+            assert image.format == "PNG" and min(image.size) >= 400
+    # the charts draw the summary's numbers: the museval boxes' median lines are its SDRs
+    from danna_sep.plots import sdr_boxes
+
+    summary = json.loads((out / "summary.json").read_text())
+    lines = {a.get_gid(): a for a in sdr_boxes(summary).axes[0].lines if a.get_gid()}
+    assert lines["median:vocals:estimates"].get_ydata()[0] == pytest.approx(
+        summary["systems"]["estimates"]["museval"]["SDR"]["vocals"]
+    )
+    # a folder of one's own, global SDR only: the global charts alone
+    assert main([*args, "--no-museval", "--plots", str(tmp_path / "charts")]) == 0
+    assert sorted(p.name for p in (tmp_path / "charts").iterdir()) == sorted(names[2:])
+
+
+def test_charts_need_matplotlib_and_a_folder_before_any_work(dataset, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    args = ["evaluate", "--root", str(dataset), "--estimates", str(tmp_path), "--outdir", str(out)]
+    if importlib.util.find_spec("matplotlib") is not None:
+        (tmp_path / "file").write_text("")
+        assert main([*args, "--plots", str(tmp_path / "file")]) == 2
+        assert f"--plots: {tmp_path / 'file'} is a file, not a folder" in capsys.readouterr().err
+        assert not out.exists()
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    assert main([*args, "--plots"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "danna evaluate: error: --plots: matplotlib is not installed; pip install 'danna-sep[plots]'"
+    assert not out.exists()
+
+
 def test_format_table_rows(dataset, tmp_path):
     tracks = split_tracks(dataset, "test")
     refs = cached_refs(tmp_path, tracks, [0.5], ["unet"])
@@ -208,9 +257,15 @@ def test_evaluate_and_fit_blend_with_tiny_models(dataset, tiny_checkpoints, tmp_
         "--tracks",
         "1",
     ]  # plain masks: the Wiener EM is the slow part and not what is tested here
-    assert main(["evaluate", *common, "--bag", str(tiny_checkpoints / "bag.json"), "--no-museval"]) == 0
+    plots = [] if importlib.util.find_spec("matplotlib") is None else ["--plots", str(tmp_path / "plots")]
+    assert main(["evaluate", *common, "--bag", str(tiny_checkpoints / "bag.json"), "--no-museval", *plots]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["systems"]) == ["xumx", "unet", "blend", "mixture"]
+    if plots:  # the models, the blend and the baseline, drawn
+        assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+            "sdr-global-boxes.png",
+            "sdr-global-tracks.png",
+        ]
     caches = sorted(p.name.split("-")[0] for p in (out / "cache").iterdir())
     assert caches == ["unet", "xumx"]
     stamps = {p: p.stat().st_mtime_ns for p in (out / "cache").rglob("*.npy")}
