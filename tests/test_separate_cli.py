@@ -225,6 +225,94 @@ def test_option_errors_come_back_before_torch_is_imported(tmp_path, option, mess
     assert proc.returncode == 2 and proc.stderr.startswith("danna-sep: error: ") and message in proc.stderr
 
 
+# ----------------------------------------------------------------------------------------------------- pictures
+
+
+def test_spectrograms_are_drawn_beside_the_stems_from_what_was_written(models, tmp_path):
+    pytest.importorskip("matplotlib", reason="the plots extra is not installed")
+    from PIL import Image
+
+    from danna_sep.plots import spectrogram_png
+
+    write(tmp_path / "music" / "a.wav", music(0.6))
+    write(tmp_path / "music" / "b.wav", music(0.6, seed=1))
+    out = tmp_path / "out"
+    first = danna_sep("--checkpoints", models, "-o", out, "--spectrograms", tmp_path / "music")
+    assert first.returncode == 0, first.stderr
+    assert "spectrograms drawn)" in first.stderr and once(first.stderr, "done a.wav")
+    assert tree(out) == [
+        f"{t}{x}" for t in ("a", "b") for x in ["/", *(f"/{s}.{e}" for s in STEMS for e in ("png", "wav"))]
+    ]
+    for stem in STEMS:
+        # the page's picture of the stem as written: the same pixels as drawing the file read back whole
+        audio, rate = sf.read(out / "a" / f"{stem}.wav", dtype="float32", always_2d=True)
+        ref = spectrogram_png(audio.T, rate, tmp_path / "ref.png", f"{stem} · a.wav", stem=stem)
+        with Image.open(out / "a" / f"{stem}.png") as got, Image.open(ref) as want:
+            assert got.format == "PNG" and got.size == (900, 260)
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+    # a picture is not part of "complete": without it the track is still skipped, and gets only what it lacks
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.*")}
+    (out / "b" / "vocals.png").unlink()
+    again = danna_sep("--checkpoints", models, "-o", out, tmp_path / "music")
+    assert again.returncode == 0 and "0 done, 2 skipped" in again.stderr
+    assert not (out / "b" / "vocals.png").exists()
+    redraw = danna_sep("--checkpoints", models, "-o", out, "--spectrograms", tmp_path / "music")
+    assert redraw.returncode == 0, redraw.stderr
+    assert "0 done, 2 skipped, 0 failed" in redraw.stderr and "models:" not in redraw.stderr  # nothing loaded
+    assert once(redraw.stderr, f"drew 1 spectrogram(s) of b.wav in {out / 'b'}/") and "of a.wav" not in redraw.stderr
+    assert (out / "b" / "vocals.png").is_file()
+    after = {p: p.stat().st_mtime_ns for p in out.rglob("*.*")}
+    del after[out / "b" / "vocals.png"], stamps[out / "b" / "vocals.png"]
+    assert after == stamps  # every other file untouched
+
+    # the flat layout, two stems, FLAC: a_vocals.png beside a_vocals.flac
+    flat = danna_sep(
+        "--checkpoints", models, "-o", tmp_path / "flat", "--filename", "{track}_{stem}.{ext}",
+        "--two-stems", "vocals", "--spectrograms", "--flac", tmp_path / "music" / "a.wav",
+    )  # fmt: skip
+    assert flat.returncode == 0, flat.stderr
+    assert tree(tmp_path / "flat") == [f"a_{s}.{e}" for s in ("accompaniment", "vocals") for e in ("flac", "png")]
+
+
+def test_a_picture_that_fails_fails_its_track_and_leaves_no_files(models, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("matplotlib", reason="the plots extra is not installed")
+    import danna_sep.plots
+
+    write(tmp_path / "a.wav", music(0.4))
+    drawn = []
+
+    def failing(audio_path, path, title, *, stem=None):
+        if drawn:
+            raise OSError(errno.EIO, "Input/output error")
+        drawn.append(original(audio_path, path, title, stem=stem))
+        return drawn[-1]
+
+    original = danna_sep.plots.spectrogram_file
+    monkeypatch.setattr(danna_sep.plots, "spectrogram_file", failing)
+    out = tmp_path / "out"
+    code = separate_main(["--checkpoints", str(models), "-o", str(out), "--spectrograms", str(tmp_path / "a.wav")])
+    err = capsys.readouterr().err
+    assert code == 1 and f"failed {tmp_path / 'a.wav'}: " in err and "Input/output error" in err
+    assert len(drawn) == 1 and not out.exists(), tree(out)  # stems and the picture drawn removed, folder too
+
+
+def test_spectrograms_without_matplotlib_stop_before_torch_is_imported(tmp_path):
+    song = write(tmp_path / "s.wav", music(0.2))
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"  # as if the plots extra were not installed
+        "from danna_sep.cli import separate_main\n"
+        f"code = separate_main(['--spectrograms', {str(song)!r}])\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "sys.exit(code)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == (
+        "danna-sep: error: --spectrograms: matplotlib is not installed; pip install 'danna-sep[plots]'\n"
+    )
+
+
 # ------------------------------------------------------------------------------------------------ signals, disk
 
 

@@ -10,6 +10,12 @@ is replaced without ``--force``; every file is written atomically and a track's 
 A file that fails is reported once and the others go on (a full disk stops the batch). SIGINT, SIGTERM and SIGHUP
 remove the unfinished files and the folders the run created and left empty.
 
+``--spectrograms`` draws a PNG beside each stem (``vocals.wav`` → ``vocals.png``; the web page's pictures), read
+back from the written stem: the stems are streamed to disk and never whole in memory, and the picture then shows
+exactly what was written. A picture is part of its track's outputs when the track is separated (drawn, or the track
+fails and its new files are removed; an earlier picture of that name is replaced, since it showed a stem that is
+being redone). It is not part of "complete": a skipped track keeps its stems and gets only the pictures it lacks.
+
 Exit status: 0 when every input was separated or skipped, 1 if any failed, 2 for a usage error (nothing done),
 128 + the signal's number when interrupted (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 """
@@ -97,6 +103,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(default; --no-skip-existing: count it as failed)",
     )
     out.add_argument("-f", "--force", action="store_true", help="separate every input again, replacing its stems")
+    out.add_argument(
+        "--spectrograms",
+        action="store_true",
+        help="also draw a spectrogram PNG beside each stem (vocals.wav → vocals.png); a skipped track gets the "
+        "pictures it lacks (needs the plots extra: pip install 'danna-sep[plots]')",
+    )
 
     models = parser.add_argument_group("models")
     models.add_argument(
@@ -247,6 +259,10 @@ def _check_options(args: argparse.Namespace) -> tuple[str, str]:
     missing = [p for p in args.inputs if not p.exists()]
     if missing:
         raise ConfigError("; ".join(f"{p}: no such file or folder{_did_you_mean(p)}" for p in missing))
+    if args.spectrograms:
+        from ..plots import require_matplotlib  # numpy and matplotlib only: no torch
+
+        require_matplotlib("--spectrograms")
     return subtype_ext
 
 
@@ -290,6 +306,33 @@ def _subtype(args: argparse.Namespace) -> tuple[str, str]:
         raise ConfigError("--float32 needs WAV: FLAC stores integers only (use --int24 for FLAC)")
     subtype = "PCM_24" if args.int24 else "FLOAT" if args.float32 else "PCM_16"
     return subtype, "flac" if args.flac else "wav"
+
+
+# ---------------------------------------------------------------------------------------------------- pictures
+
+_DRAWING = threading.Lock()  # matplotlib is not thread-safe (fonts, caches): files side by side draw in turn
+
+
+def _picture_paths(outputs: dict[str, Path], ext: str) -> dict[str, Path]:
+    """stem → its spectrogram PNG beside it: the stem's name with ``.png`` for its extension (``.png`` added to a
+    name that does not end in ``.{ext}``, so that two stems never share a picture)."""
+    return {
+        stem: dest.with_suffix(".png") if dest.suffix == f".{ext}" else dest.with_name(f"{dest.name}.png")
+        for stem, dest in outputs.items()
+    }
+
+
+def _draw(outputs: dict[str, Path], pictures: dict[str, Path], track: str, stop: threading.Event | None = None) -> int:
+    """Draw ``pictures[stem]`` from each written stem ``outputs[stem]`` (titled ``stem · track``); returns how
+    many were drawn. Stops (:class:`_Cancelled`) between pictures once ``stop`` is set."""
+    from ..plots import spectrogram_file
+
+    for stem, dest in outputs.items():
+        if stop is not None and stop.is_set():
+            raise _Cancelled
+        with _DRAWING:
+            spectrogram_file(dest, pictures[stem], f"{stem} · {track}", stem=stem)
+    return len(outputs)
 
 
 # ---------------------------------------------------------------------------------------------------- display
@@ -503,7 +546,7 @@ def run(args: argparse.Namespace) -> int:
     subtype, ext = _check_options(args)  # before torch is imported: a mistake is answered at once
 
     from ..separate import find_inputs, stem_plan
-    from ..separate.files import prepare_files
+    from ..separate.files import destinations, prepare_files
 
     stems = [s.strip() for s in args.stems.split(",") if s.strip()] if args.stems is not None else None
     plan = stem_plan(stems, args.two_stems)
@@ -522,8 +565,24 @@ def run(args: argparse.Namespace) -> int:
         skip_existing=args.skip_existing,
         keep_rate=args.keep_rate,
     )
+    # input → stem → file: the stems (as prepare_files placed them) and their pictures
+    stem_files: dict[Path, dict[str, Path]] = {}
+    if args.spectrograms:
+        stem_files = dict(zip(inputs, destinations(inputs, list(plan), args.outdir, args.filename, ext), strict=True))
+    pictures = {p: _picture_paths(d, ext) for p, d in stem_files.items()}
     display = _Display(len(inputs), args.quiet)
     for path, folder in batch.skipped:
+        if path in pictures:  # complete stems: draw only the pictures they lack (no model needed)
+            missing = {s: png for s, png in pictures[path].items() if not png.exists()}
+            try:
+                drawn = _draw({s: stem_files[path][s] for s in missing}, missing, path.name)
+            except Exception as error:
+                display.fail(path, f"its stems exist in {folder}, but drawing their spectrograms failed: {error}")
+                continue
+            display.skip(path, folder)
+            if drawn:
+                display.line(f"drew {drawn} spectrogram(s) of {path.name} in {folder}")
+            continue
         display.skip(path, folder)
     for path, exc in batch.failed:
         display.fail(path, _message(path, exc))
@@ -534,7 +593,7 @@ def run(args: argparse.Namespace) -> int:
     folders = _new_folders(batch.jobs)
     with _signals_raise(stop):
         try:
-            _separate(args, batch.jobs, subtype, display, stop)
+            _separate(args, batch.jobs, subtype, display, stop, pictures)
         except Interrupted as exc:
             display.close()
             done = f"{len(display.done)} of {len(batch.jobs)} file(s) separated"
@@ -547,9 +606,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _separate(
-    args: argparse.Namespace, jobs: list[FileJob], subtype: str, display: _Display, stop: threading.Event
+    args: argparse.Namespace,
+    jobs: list[FileJob],
+    subtype: str,
+    display: _Display,
+    stop: threading.Event,
+    pictures: dict[Path, dict[str, Path]],
 ) -> None:
-    """Load the models and separate ``jobs`` (until ``stop`` is set: a signal, a full disk)."""
+    """Load the models and separate ``jobs`` (until ``stop`` is set: a signal, a full disk), drawing the
+    ``pictures`` (input → stem → PNG) of those that have them."""
     from ..audio import ClippingWarning, DiskFullError
     from ..separate import Separator, resolve_device
     from ..separate.files import changes, output_bytes
@@ -582,7 +647,8 @@ def _separate(
         if stop.is_set():
             return
         path = job.input
-        existed = {dest for dest in job.outputs.values() if dest.exists()}
+        drawn = pictures.get(path, {})
+        existed = {dest for dest in [*job.outputs.values(), *drawn.values()] if dest.exists()}
 
         def progress(p: Progress) -> None:
             if stop.is_set():
@@ -595,9 +661,12 @@ def _separate(
         result = None
         try:
             result = separator.separate_job(job, subtype=subtype, keep_rate=args.keep_rate, progress=progress)
+            if drawn:
+                _draw(result.outputs, drawn, path.name, stop)
         except BaseException as exc:
-            # a track's stems are all written or none: remove those this job committed before it failed
-            for dest in job.outputs.values():
+            result = None
+            # a track's stems (and pictures) are all written or none: remove those this job wrote before it failed
+            for dest in [*job.outputs.values(), *drawn.values()]:
                 if dest not in existed:
                     with contextlib.suppress(OSError):
                         dest.unlink()
@@ -625,7 +694,7 @@ def _separate(
         speed = result.duration / max(result.seconds, 1e-9)
         display.line(
             f"done {path.name} → {folder}/ ({_clock(result.duration)} of audio in "
-            f"{_clock(result.seconds)}, {speed:.2f}× real time)"
+            f"{_clock(result.seconds)}, {speed:.2f}× real time{', spectrograms drawn' if drawn else ''})"
         )
 
     display.start(sum(job.duration for job in jobs))
