@@ -118,3 +118,35 @@ def test_folded_d2_outputs_do_not_hold_the_whole_conv_output(layout):
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     # training keeps the batch norm, whose output is already a fresh tensor: no copy there
     assert not any(layer.copy_output for layer in block.layers)
+
+
+def test_xumx_folded_equals_original_and_scripts():
+    """X-UMX's input normalisation, batch norms and output affine fold into its three linear layers: same masks
+    (float rounding), no batch norm left, the original untouched, and the folded model scripts and exports."""
+    torch.manual_seed(3)
+    model = build_model(
+        {"type": "X_UMX", "args": {"n_fft": 512, "hidden_channels": 32, "max_bins": 100, "nb_layers": 2}}
+    )
+    _randomise_norms(model, seed=4)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # non-trivial normalisation: −mean around 1, 1/std around 1
+        model.input_mean.copy_(-2 * torch.rand(model.input_mean.shape, generator=g))
+        model.input_scale.copy_(torch.rand(model.input_scale.shape, generator=g) + 0.5)
+        model.output_scale.copy_(torch.rand(model.output_scale.shape, generator=g) + 0.5)
+        model.output_mean.copy_(torch.randn(model.output_mean.shape, generator=g))
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batchnorm(model)
+    assert _norms(folded) == 0 and _norms(model) == 3
+    assert folded.encoder_bias is not None and model.encoder_bias is None
+    x = torch.rand(2, 2, 257, 9, generator=g) * 3
+    with torch.inference_mode():
+        ref, out = model(x), folded(x)
+        scripted = torch.jit.script(folded)(x)
+    assert (ref > 0).any() and (ref == 0).any()  # both sides of the final ReLU are exercised
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(scripted, ref, rtol=1e-5, atol=1e-5)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    # a trained model's state dict has no folded biases: checkpoints keep their keys
+    assert not {"encoder_bias", "decoder1_bias", "decoder2_bias"} & set(before)

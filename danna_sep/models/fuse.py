@@ -9,7 +9,9 @@ Folded here:
   (the U-Net's attention);
 - the D2 layers of :mod:`danna_sep.models.d3net`, whose batch norm acts on a *sum* of contributions from the
   layer's own convolution and every earlier layer's: each contribution's output channels are scaled by ``a`` and
-  the layer's own convolution gets the shift ``b`` as its bias.
+  the layer's own convolution gets the shift ``b`` as its bias;
+- :class:`~danna_sep.models.xumx.X_UMX`: its input normalisation and encoder batch norm into the encoder, the
+  decoders' batch norms (and the output affine) into the decoders, as the model's ``*_bias`` (its folded path).
 
 Models without batch norms (Demucs) are returned unchanged; others as a folded copy, so a model still being
 trained is never modified.
@@ -23,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from .d3net import D2Block, _D2Layer
+from .xumx import X_UMX
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d)
 _NORM = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -97,6 +100,49 @@ def _fold_d2_(block: D2Block) -> None:
         layer.copy_output = layer.conv.out_channels > k
 
 
+def _norm_affine(norm: nn.Module, where: str) -> tuple[Tensor, Tensor]:
+    if not isinstance(norm, _NORM):
+        raise ValueError(f"{where}: expected a batch norm to fold, found {type(norm).__name__}")
+    a, b = _affine(norm)
+    return a.double(), b.double()
+
+
+def _fold_xumx_(model: X_UMX) -> None:
+    """Fold X-UMX's affine steps into its three linear layers (module docstring), in float64."""
+    sources, hidden, channels = model.nb_sources, model.hidden_channels, model.nb_channels
+    dtype = model.encoder.weight.dtype
+
+    def bias(value: Tensor) -> nn.Parameter:
+        return nn.Parameter(value.to(dtype), requires_grad=False)
+
+    # h = a·(W·((x + m)·s)) + b = (a·W·s)·x + (a·W·(m·s) + b), s and m per (source, bin), shared by the channels
+    a, b = _norm_affine(model.encoder_bn, "X_UMX.encoder_bn")
+    w = model.encoder.weight.double()  # (sources, hidden, channels·max_bins)
+    scale = model.input_scale.double().repeat(1, channels)  # (sources, channels·max_bins), channel-major
+    shift = (model.input_mean.double() * model.input_scale.double()).repeat(1, channels)
+    a = a.view(sources, hidden)
+    model.encoder.weight.copy_(a.unsqueeze(2) * w * scale.unsqueeze(1))
+    model.encoder_bias = bias(a.flatten() * torch.bmm(w, shift.unsqueeze(2)).flatten() + b)
+
+    a, b = _norm_affine(model.decoder1_bn, "X_UMX.decoder1_bn")
+    weight = model.decoder1.weight  # (sources, hidden, 2·hidden)
+    weight.copy_(a.view(sources, hidden, 1) * weight.double())
+    model.decoder1_bias = bias(b)
+
+    # then y·output_scale + output_mean, per (source, bin), shared by the channels
+    a, b = _norm_affine(model.decoder2_bn, "X_UMX.decoder2_bn")
+    out_scale = model.output_scale.double().repeat(1, channels)  # (sources, channels·bins)
+    out_mean = model.output_mean.double().repeat(1, channels)
+    a = a.view(sources, -1) * out_scale
+    weight = model.decoder2.weight  # (sources, channels·bins, hidden)
+    weight.copy_(a.unsqueeze(2) * weight.double())
+    model.decoder2_bias = bias((b.view(sources, -1) * out_scale + out_mean).unsqueeze(2))
+
+    model.encoder_bn = nn.Identity()
+    model.decoder1_bn = nn.Identity()
+    model.decoder2_bn = nn.Identity()
+
+
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """An eval-mode copy of ``model`` with its batch norms folded (``model`` itself if it has none).
 
@@ -109,6 +155,8 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         for module in list(model.modules()):
             if isinstance(module, D2Block):
                 _fold_d2_(module)
+            elif isinstance(module, X_UMX):
+                _fold_xumx_(module)
             elif isinstance(module, nn.Sequential):
                 children = list(module)
                 for idx in range(1, len(children)):

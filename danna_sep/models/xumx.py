@@ -12,6 +12,11 @@ The per-source linear layers run as one batched matmul over a leading ``sources`
 grouped 1×1 convolution, without convolution overhead). Activations are kept as ``(sources, features, batch·frames)``
 so that every batch norm is a plain ``BatchNorm1d`` over ``sources·features`` channels and, for batch 1, the mask
 comes out in its final layout without a copy.
+
+For inference :func:`danna_sep.models.fuse.fold_batchnorm` folds every affine step into the linear layers (the input
+normalisation and the encoder's batch norm into the encoder, which then reads the spectrogram once for all sources
+instead of four normalised copies; the decoders' batch norms and the output affine into the decoders) and sets
+their ``*_bias``; with a bias set, :meth:`X_UMX.forward` takes the folded path.
 """
 
 from __future__ import annotations
@@ -92,7 +97,7 @@ class X_UMX(nn.Module):
         self.input_scale = nn.Parameter(torch.ones(sources, max_bins))
 
         self.encoder = PerSourceLinear(sources, nb_channels * max_bins, hidden_channels)
-        self.encoder_bn = nn.BatchNorm1d(sources * hidden_channels)
+        self.encoder_bn: nn.Module = nn.BatchNorm1d(sources * hidden_channels)  # an identity once folded
 
         # one BiLSTM per source, all fed with the same bridged features
         self.lstms = nn.ModuleList(
@@ -108,12 +113,21 @@ class X_UMX(nn.Module):
 
         # first decoder layer: every source reads the same cross_2, so the four maps are one (S·H × 2H) matmul
         self.decoder1 = PerSourceLinear(sources, 2 * hidden_channels, hidden_channels)
-        self.decoder1_bn = nn.BatchNorm1d(sources * hidden_channels)
+        self.decoder1_bn: nn.Module = nn.BatchNorm1d(sources * hidden_channels)  # an identity once folded
         self.decoder2 = PerSourceLinear(sources, hidden_channels, nb_channels * nb_bins)
-        self.decoder2_bn = nn.BatchNorm1d(sources * nb_channels * nb_bins)
+        self.decoder2_bn: nn.Module = nn.BatchNorm1d(sources * nb_channels * nb_bins)  # an identity once folded
 
         self.output_scale = nn.Parameter(torch.ones(sources, nb_bins))
         self.output_mean = nn.Parameter(torch.ones(sources, nb_bins))
+
+        # set by fuse.fold_batchnorm for inference (not in a trained model's state dict): the folded biases,
+        # (sources·hidden,), (sources·hidden,) and (sources, channels·bins, 1)
+        self.encoder_bias: nn.Parameter | None
+        self.decoder1_bias: nn.Parameter | None
+        self.decoder2_bias: nn.Parameter | None
+        self.register_parameter("encoder_bias", None)
+        self.register_parameter("decoder1_bias", None)
+        self.register_parameter("decoder2_bias", None)
 
     def forward(self, spec: Tensor) -> Tensor:
         """``(batch, channels, bins, frames)`` magnitude → ``(batch, sources, channels, bins, frames)`` masks ≥ 0."""
@@ -123,13 +137,18 @@ class X_UMX(nn.Module):
         sources, hidden, max_bins = self.nb_sources, self.hidden_channels, self.max_bins
         n = batch * frames
 
-        # (channels, max_bins, batch, frames), normalised per source → (sources, channels·max_bins, batch·frames)
+        # (channels, max_bins, batch, frames)
         x = spec[:, :, :max_bins].permute(1, 2, 0, 3)
-        x = (x.unsqueeze(0) + self.input_mean[:, None, :, None, None]) * self.input_scale[:, None, :, None, None]
-        x = x.reshape(sources, channels * max_bins, n)
-
-        h = self.encoder(x).reshape(1, sources * hidden, n)
-        h = torch.tanh(self.encoder_bn(h)).reshape(sources, hidden, n)
+        encoder_bias = self.encoder_bias
+        if encoder_bias is None:
+            # normalised per source → (sources, channels·max_bins, batch·frames)
+            x = (x.unsqueeze(0) + self.input_mean[:, None, :, None, None]) * self.input_scale[:, None, :, None, None]
+            h = self.encoder(x.reshape(sources, channels * max_bins, n)).reshape(1, sources * hidden, n)
+            h = self.encoder_bn(h)
+        else:  # folded: the normalisation is in the weights, one product for all sources
+            weight = self.encoder.weight.reshape(sources * hidden, channels * max_bins)
+            h = torch.addmm(encoder_bias.unsqueeze(1), weight, x.reshape(channels * max_bins, n))
+        h = torch.tanh(h).reshape(sources, hidden, n)
 
         cross_1 = h.mean(0)  # bridge 1: (hidden, batch·frames)
         seq = cross_1.reshape(hidden, batch, frames).permute(2, 1, 0)  # time-major (frames, batch, hidden)
@@ -139,10 +158,18 @@ class X_UMX(nn.Module):
         lstm_mean = (lstm_sum / sources).permute(2, 1, 0).reshape(hidden, n)
         cross_2 = torch.cat([cross_1, lstm_mean], 0)  # bridge 2: (2·hidden, batch·frames)
 
-        y = torch.mm(self.decoder1.weight.reshape(sources * hidden, 2 * hidden), cross_2)
-        y = F.relu(self.decoder1_bn(y.unsqueeze(0))).reshape(sources, hidden, n)
-        y = self.decoder2(y).reshape(1, sources * channels * bins, n)
-        y = self.decoder2_bn(y).reshape(sources, channels, bins, batch, frames)
-
-        mask = F.relu(y * self.output_scale[:, None, :, None, None] + self.output_mean[:, None, :, None, None])
-        return mask.permute(3, 0, 1, 2, 4).contiguous()
+        weight = self.decoder1.weight.reshape(sources * hidden, 2 * hidden)
+        decoder1_bias = self.decoder1_bias
+        if decoder1_bias is None:
+            y = self.decoder1_bn(torch.mm(weight, cross_2).unsqueeze(0))
+        else:
+            y = torch.addmm(decoder1_bias.unsqueeze(1), weight, cross_2)
+        y = F.relu(y).reshape(sources, hidden, n)
+        decoder2_bias = self.decoder2_bias
+        if decoder2_bias is None:
+            y = self.decoder2(y).reshape(1, sources * channels * bins, n)
+            y = self.decoder2_bn(y).reshape(sources, channels, bins, batch, frames)
+            y = y * self.output_scale[:, None, :, None, None] + self.output_mean[:, None, :, None, None]
+        else:
+            y = torch.baddbmm(decoder2_bias, self.decoder2.weight, y).reshape(sources, channels, bins, batch, frames)
+        return F.relu(y).permute(3, 0, 1, 2, 4).contiguous()
