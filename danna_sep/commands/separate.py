@@ -647,8 +647,8 @@ def _separate(
         if stop.is_set():
             return
         path = job.input
-        drawn = pictures.get(path, {})
-        existed = {dest for dest in [*job.outputs.values(), *drawn.values()] if dest.exists()}
+        own_pictures = pictures.get(path, {})
+        existed = {dest for dest in [*job.outputs.values(), *own_pictures.values()] if dest.exists()}
 
         def progress(p: Progress) -> None:
             if stop.is_set():
@@ -661,12 +661,12 @@ def _separate(
         result = None
         try:
             result = separator.separate_job(job, subtype=subtype, keep_rate=args.keep_rate, progress=progress)
-            if drawn:
-                _draw(result.outputs, drawn, path.name, stop)
+            if own_pictures:
+                _draw(result.outputs, own_pictures, path.name, stop)
         except BaseException as exc:
             result = None
             # a track's stems (and pictures) are all written or none: remove those this job wrote before it failed
-            for dest in [*job.outputs.values(), *drawn.values()]:
+            for dest in [*job.outputs.values(), *own_pictures.values()]:
                 if dest not in existed:
                     with contextlib.suppress(OSError):
                         dest.unlink()
@@ -694,7 +694,7 @@ def _separate(
         speed = result.duration / max(result.seconds, 1e-9)
         display.line(
             f"done {path.name} → {folder}/ ({_clock(result.duration)} of audio in "
-            f"{_clock(result.seconds)}, {speed:.2f}× real time{', spectrograms drawn' if drawn else ''})"
+            f"{_clock(result.seconds)}, {speed:.2f}× real time{', spectrograms drawn' if own_pictures else ''})"
         )
 
     display.start(sum(job.duration for job in jobs))
