@@ -46,8 +46,12 @@ in quiet bins: on typical inputs float32 results differ from float64 ones by 1e-
 ≈1e-6 when both use the same ``eps``; they equal norbert run on complex64 input to ≈1e-5.
 
 Everything is plain differentiable torch (gradients reach the magnitudes and the mix), and both public functions
-compile with ``torch.jit.script``.
+compile with ``torch.jit.script``. :func:`wiener_streamed` computes :func:`wiener`'s result over a long track
+chunk by chunk (one pass per iteration accumulating the statistics, then one filtering), so that only per-bin
+statistics and one chunk are held at a time.
 """
+
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -190,10 +194,20 @@ def _wiener_update(
     ``eps_item`` = eps·s² and ``inv_scale2`` = 1/s² per item, shaped (B, 1, 1) and (B, 1, 1, 1). The result is
     written into ``out`` when one is given (not differentiable).
     """
-    channels = x.shape[1]
-    r = scatter / (v.sum(-1) + eps_item).unsqueeze(-1)  # packed spatial covariances (B, S, F, C²)
+    return _apply_spatial(v, _spatial(v.sum(-1), scatter, eps_item, inv_scale2), x, eps, out_dtype, out)
+
+
+def _spatial(v_sum: Tensor, scatter: Tensor, eps_item: Tensor, inv_scale2: Tensor) -> Tensor:
+    """Packed spatial covariances ``R_j / s²`` (B, S, F, C²) from ``Σ_t v_j`` (B, S, F) and the packed scatter."""
+    r = scatter / (v_sum + eps_item).unsqueeze(-1)  # packed spatial covariances (B, S, F, C²)
     # R_j / s² carries the scale: Σ_j v_j R_j / s² is norbert's scaled Cxx, and v_j (R_j / s²) Cxx⁻¹ x its y_j
-    r = r * inv_scale2
+    return r * inv_scale2
+
+
+def _apply_spatial(v: Tensor, r: Tensor, x: Tensor, eps: float, out_dtype: torch.dtype, out: Tensor | None) -> Tensor:
+    """Estimates (B, S, C, F, T) from PSDs v (B, S, F, T) and packed spatial covariances ``R_j / s²`` (B, S, F, C²)
+    (:func:`_spatial`); written into ``out`` when one is given (not differentiable)."""
+    channels = x.shape[1]
     # operand order chosen so that einsum's batched matmul needs no copy of v (and gives t-contiguous rows)
     cxx = torch.einsum("bsfk,bsft->bkft", r, v)  # Σ_j v_j R_j / s², packed (B, C², F, T)
     z = _solve(cxx, x, eps**0.5, eps)  # (B, C, F, T)
@@ -373,3 +387,138 @@ def wiener_windowed(
             mag_estimates[..., start:stop], mix_stft[..., start:stop], iterations, softmask, residual, eps, dtype
         )
     return out
+
+
+def _stream_bins(
+    mag: Tensor,
+    x: Tensor,
+    spatials: list[Tensor],
+    softmask: bool,
+    residual: bool,
+    eps: float,
+    dtype: torch.dtype,
+    out_dtype: torch.dtype,
+    out: Tensor | None,
+) -> tuple[Tensor, Tensor] | None:
+    """One range of bins of one chunk of frames in :func:`wiener_streamed`: the initial estimates, then one update
+    per spatial covariance given (whole-track statistics of these bins, :func:`_spatial`).
+
+    mag (B, S, C|1, f, t) real, x (B, C, f, t) complex. With ``out``: the last estimates written into it (complex
+    ``out_dtype``, (B, S(+1), C, f, t)), returns None; without: ``Σ_t v`` (B, S(+1), f) and the packed scatter
+    (B, S(+1), f, C²) of the last estimates, to be summed over the chunks.
+    """
+    complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    x = x.to(complex_dtype)
+    x_power = x.real.square() + x.imag.square()
+    amp, unit, unit_power = _initial_factors(mag.to(dtype), x, x_power, softmask, residual, eps)
+    if not spatials and out is not None:
+        torch.mul(amp, unit.unsqueeze(1), out=out)
+        return None
+    if len(spatials) == 1 and out is not None:  # the filter of the first iteration needs the PSDs only
+        power = amp.square()
+        v = (power if unit_power is None else power * unit_power.unsqueeze(1)).mean(2)
+        _apply_spatial(v, spatials[0], x, eps, out_dtype, out)
+        return None
+    v, scatter = _moments_factored(amp, unit, unit_power)
+    for k, r in enumerate(spatials):
+        if k + 1 == len(spatials) and out is not None:
+            _apply_spatial(v, r, x, eps, out_dtype, out)
+            return None
+        v, scatter = _moments(_apply_spatial(v, r, x, eps, complex_dtype, None))
+    return v.sum(-1), scatter
+
+
+def wiener_streamed(
+    read: Callable[[int, int, bool], tuple[Tensor, Tensor]],
+    frames: int,
+    chunk: int = 256,
+    iterations: int = 1,
+    softmask: bool = False,
+    residual: bool = False,
+    eps: float | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> Iterator[Tensor]:
+    """:func:`wiener` over ``frames`` frames read ``chunk`` frames at a time: the same numbers (the spatial
+    covariances of all the frames, the scale of the whole mix), to float rounding of the sums over frames.
+
+    ``read(a, b, last)`` gives ``(mag_estimates, mix_stft)`` of frames ``[a, b)``, as :func:`wiener` takes them;
+    it is called for every chunk once per EM iteration (accumulating the statistics: the mix's peak and, per
+    source and bin, ``Σ_t v`` and ``Σ_t y yᴴ``), then once more with ``last=True`` (filtering; the reader may let
+    go of those frames). Yields the filtered chunks in order, each as :func:`wiener` would return it:
+    ``(..., sources (+1 with residual), channels, bins, b − a)`` in ``mix_stft``'s dtype. The EM state held is
+    per bin (the statistics) plus one chunk's temporaries, whatever ``frames``; iteration ``k`` recomputes the
+    ``k − 1`` earlier updates of each chunk. Not differentiable.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1 frame, got {chunk}")
+    if dtype != torch.float64 and dtype != torch.float32:
+        raise ValueError(f"dtype must be torch.float64 or torch.float32, got {dtype}")
+    e = _machine_eps(dtype) if eps is None else eps
+    spans = [(a, min(a + chunk, frames)) for a in range(0, frames, chunk)]
+    spatials: list[Tensor] = []
+    scale: Tensor | None = None
+    for iteration in range(iterations):
+        v_sum: Tensor | None = None
+        scatter: Tensor | None = None
+        for a, b in spans:
+            mag_estimates, mix_stft = read(a, b, False)
+            _check_inputs(mag_estimates, mix_stft, iterations, dtype)
+            channels, bins = mix_stft.shape[-3], mix_stft.shape[-2]
+            x = mix_stft.reshape(-1, channels, bins, b - a)
+            batch = x.shape[0]
+            mag = mag_estimates.reshape([batch, *mag_estimates.shape[-4:]])
+            if iteration == 0:
+                peak = (x.real.square() + x.imag.square()).amax(dim=(1, 2, 3)).to(dtype)
+                scale = peak if scale is None else torch.maximum(scale, peak)
+            sources = mag.shape[1] + (1 if residual else 0)
+            if v_sum is None or scatter is None:
+                v_sum = torch.zeros(batch, sources, bins, dtype=dtype, device=x.device)
+                scatter = torch.zeros(batch, sources, bins, channels * channels, dtype=dtype, device=x.device)
+            step = _block_bins(batch, sources, channels, bins, b - a, x.device)
+            for f0 in range(0, bins, step):
+                f1 = min(f0 + step, bins)
+                moments = _stream_bins(
+                    mag[:, :, :, f0:f1],
+                    x[:, :, f0:f1],
+                    [r[:, :, f0:f1] for r in spatials],
+                    softmask,
+                    residual,
+                    e,
+                    dtype,
+                    mix_stft.dtype,
+                    None,
+                )
+                assert moments is not None
+                v_sum[:, :, f0:f1] += moments[0]
+                scatter[:, :, f0:f1] += moments[1]
+        assert v_sum is not None and scatter is not None and scale is not None
+        # norbert's s = max(1, max|X| / 10), one per item, folded into the covariances as in wiener()
+        s = torch.clamp(scale.sqrt() / 10.0, min=1.0)
+        eps_item = (e * s.square()).reshape(-1, 1, 1)
+        inv_scale2 = s.square().reciprocal().reshape(-1, 1, 1, 1)
+        spatials.append(_spatial(v_sum, scatter, eps_item, inv_scale2))
+    for a, b in spans:
+        mag_estimates, mix_stft = read(a, b, True)
+        _check_inputs(mag_estimates, mix_stft, iterations, dtype)
+        lead = list(mix_stft.shape[:-3])
+        channels, bins = mix_stft.shape[-3], mix_stft.shape[-2]
+        x = mix_stft.reshape(-1, channels, bins, b - a)
+        batch = x.shape[0]
+        mag = mag_estimates.reshape([batch, *mag_estimates.shape[-4:]])
+        sources = mag.shape[1] + (1 if residual else 0)
+        out = torch.empty([batch, sources, channels, bins, b - a], dtype=mix_stft.dtype, device=x.device)
+        step = _block_bins(batch, sources, channels, bins, b - a, x.device)
+        for f0 in range(0, bins, step):
+            f1 = min(f0 + step, bins)
+            _stream_bins(
+                mag[:, :, :, f0:f1],
+                x[:, :, f0:f1],
+                [r[:, :, f0:f1] for r in spatials],
+                softmask,
+                residual,
+                e,
+                dtype,
+                mix_stft.dtype,
+                out[:, :, :, f0:f1],
+            )
+        yield out.reshape([*lead, sources, channels, bins, b - a])

@@ -28,6 +28,9 @@ WAVEFORM_BATCH = 3
 ORIGINAL_UNET_CHUNK = 2584
 ORIGINAL_SHORT_CHUNK = 128  # a last chunk too short for the U-Net's poolings: zero-padded to this (its GPU path)
 ORIGINAL_CLAMP = 0.99
+# a Wiener block longer than this many frames is filtered in chunks of it (wiener_streamed: the block's statistics
+# first, then the filter and the iSTFT chunk by chunk), so that no whole-track spectrogram of the estimates exists
+WIENER_CHUNK = 1024
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ def _spectral_stream(
     options: StreamOptions,
     role: str = "",
 ) -> Iterator[Tensor]:
-    from ..wiener import wiener
+    from ..wiener import wiener, wiener_streamed
 
     info, dev = model.info, model.device
     n_fft, hop = info.n_fft, info.hop_length
@@ -142,14 +145,36 @@ def _spectral_stream(
         out = calls.run(model, F.pad(mag, [0, pad - (b - a)]) if short else mag)
         out = out[..., : b - a]
         calls.check(model, out, mag)
-        masks.add(a, out[0].float(), crossfade(b - a, ramp).to(dev))
+        with torch.inference_mode():  # the model's output is an inference tensor: weighted in place, kept
+            masks.add(a, out[0].float(), crossfade(b - a, ramp).to(dev), owned=True)
         mix.extend(a, spec)
 
-    def synthesise(stop: int) -> Tensor:
-        m, X = masks.pop(stop), mix.pop(stop)
-        with torch.inference_mode():  # no autograd: lets the filter take its cache-blocked path
-            Y = m * X if options.niter == 0 else wiener(m * X.abs(), X, options.niter, dtype=wdtype)
-        return istft.push(Y).cpu()
+    def synthesise(start: int, stop: int) -> Tensor:
+        if stop - start <= WIENER_CHUNK:
+            m, X = masks.pop(stop), mix.pop(stop)
+            with torch.inference_mode():  # no autograd: lets the filter take its cache-blocked path
+                Y = m * X if options.niter == 0 else wiener(m * X.abs(), X, options.niter, dtype=wdtype)
+            return istft.push(Y).cpu()
+
+        # a long block (the whole song, as the original): the same filter, chunk by chunk
+        def read(a: int, b: int, last: bool) -> tuple[Tensor, Tensor]:
+            if last:  # the filtering pass: those frames are let go of
+                m, X = masks.pop(start + b), mix.pop(start + b)
+            else:
+                m, X = masks.peek(start + a, start + b), mix.peek(start + a, start + b)
+            return (m, X) if options.niter == 0 else (m * X.abs(), X)
+
+        pieces = []
+        with torch.inference_mode():
+            if options.niter == 0:
+                for a in range(0, stop - start, WIENER_CHUNK):
+                    m, X = read(a, min(a + WIENER_CHUNK, stop - start), True)
+                    pieces.append(istft.push(m * X).cpu())
+            else:
+                for Y in wiener_streamed(read, stop - start, WIENER_CHUNK, options.niter, dtype=wdtype):
+                    pieces.append(istft.push(Y).cpu())
+        # one piece per block, as the short blocks: the samples (8 per frame) are held instead of the masks
+        return torch.cat(pieces, -1)
 
     filtered = 0  # frames already through the Wiener filter
     for k, (a, b) in enumerate(segments):
@@ -157,7 +182,7 @@ def _spectral_stream(
         final = segments[k + 1][0] if k + 1 < len(segments) else total
         while filtered < final and (final - filtered >= block or final == total):
             stop = min(filtered + block, final)
-            yield synthesise(stop)
+            yield synthesise(filtered, stop)
             filtered = stop
         report((k + 1) / len(segments))
     yield istft.finish().cpu()

@@ -46,34 +46,99 @@ def crossfade(length: int, ramp: int) -> Tensor:
     return torch.minimum(torch.minimum((i + 1) / (ramp + 1), (length - i) / (ramp + 1)), torch.ones(()))
 
 
-class _Timeline:
-    """Weighted overlap-add along the last axis at absolute positions; :meth:`pop` hands out the finished prefix."""
+class _Pieces:
+    """Consecutive tensors along the last axis from absolute position ``start``, read back without joining them
+    (what was added is held as it came: no copy of the whole on each addition or hand-out)."""
 
     def __init__(self) -> None:
         self.start = 0
-        self.values: Tensor | None = None
-        self.weight: Tensor | None = None
+        self.pieces: list[Tensor] = []
 
-    def add(self, start: int, values: Tensor, weight: Tensor) -> None:
-        acc = values.new_zeros((*values.shape[:-1], 0)) if self.values is None else self.values
-        total = weight.new_zeros(0) if self.weight is None else self.weight
+    @property
+    def end(self) -> int:
+        return self.start + sum(p.shape[-1] for p in self.pieces)
+
+    def spans(self, a: int, b: int) -> Iterator[tuple[int, Tensor, int, int]]:
+        """``(position, piece, lo, hi)``: the part ``piece[..., lo:hi]``, from absolute ``position``, of each piece
+        inside ``[a, b)``."""
+        pos = self.start
+        for piece in self.pieces:
+            n = piece.shape[-1]
+            lo, hi = max(a, pos), min(b, pos + n)
+            if lo < hi:
+                yield lo, piece, lo - pos, hi - pos
+            pos += n
+
+    def drop(self, stop: int) -> None:
+        """Let go of everything before ``stop`` (a piece cut there is kept as a view of its rest)."""
+        while self.pieces and self.start < stop:
+            piece = self.pieces[0]
+            n = piece.shape[-1]
+            if self.start + n > stop:
+                self.pieces[0] = piece[..., stop - self.start :]
+                self.start = stop
+            elif len(self.pieces) > 1:
+                self.pieces.pop(0)
+                self.start += n
+            else:  # the last piece stays, empty (and without its memory): what is held keeps its shape
+                self.pieces[0] = piece[..., :0].clone()
+                self.start += n
+                break
+        self.start = max(self.start, stop)
+
+
+class _Timeline:
+    """Weighted overlap-add along the last axis at absolute positions; :meth:`pop` hands out the finished prefix,
+    :meth:`peek` any finished part without letting go of it."""
+
+    def __init__(self) -> None:
+        self.values, self.weights = _Pieces(), _Pieces()
+
+    @property
+    def start(self) -> int:
+        return self.values.start
+
+    def add(self, start: int, values: Tensor, weight: Tensor, owned: bool = False) -> None:
+        """Add ``values · weight`` at ``start``; ``owned``: ``values`` may be overwritten (and kept)."""
+        assert start >= self.start, "a segment reached back into output already handed out"
         n = values.shape[-1]
-        grow = start + n - (self.start + acc.shape[-1])
-        if grow > 0:
-            acc = torch.cat([acc, acc.new_zeros((*acc.shape[:-1], grow))], -1)
-            total = torch.cat([total, total.new_zeros(grow)])
-        i = start - self.start
-        assert i >= 0, "a segment reached back into output already handed out"
-        acc[..., i : i + n] += values * weight
-        total[i : i + n] += weight
-        self.values, self.weight = acc, total
+        # the part over what is held: added in place
+        for (p, acc, lo, hi), (_, total, _, _) in zip(
+            self.values.spans(start, start + n), self.weights.spans(start, start + n), strict=True
+        ):
+            i, j = p - start, p - start + hi - lo
+            acc[..., lo:hi] += values[..., i:j] * weight[i:j]
+            total[lo:hi] += weight[i:j]
+        end = self.values.end
+        if start > end:  # a gap: zeros (weight 0) until the segment
+            self.values.pieces.append(values.new_zeros((*values.shape[:-1], start - end)))
+            self.weights.pieces.append(weight.new_zeros(start - end))
+            end = start
+        k = end - start
+        if k < n:
+            rest, w = values[..., k:], weight[k:]
+            # in place only where no two elements share memory (a model may return an expanded tensor)
+            dense = all(st != 0 for st, size in zip(rest.stride(), rest.shape, strict=True) if size > 1)
+            self.values.pieces.append(rest.mul_(w) if owned and dense else rest * w)
+            self.weights.pieces.append(w.clone())
+
+    def peek(self, a: int, b: int) -> Tensor:
+        """The finished ``[a, b)`` (weighted sums over weights), kept."""
+        assert self.values.pieces and self.start <= a <= b <= self.values.end, "peek outside what is held"
+        parts = [
+            acc[..., lo:hi] / total[lo:hi]
+            for (_, acc, lo, hi), (_, total, _, _) in zip(
+                self.values.spans(a, b), self.weights.spans(a, b), strict=True
+            )
+        ]
+        if not parts:
+            return self.values.pieces[0][..., :0].clone()
+        return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
 
     def pop(self, stop: int) -> Tensor:
-        assert self.values is not None and self.weight is not None, "pop after add"
-        k = stop - self.start
-        out = self.values[..., :k] / self.weight[:k]
-        self.values, self.weight = self.values[..., k:].clone(), self.weight[k:].clone()
-        self.start = stop
+        out = self.peek(self.start, stop)
+        self.values.drop(stop)
+        self.weights.drop(stop)
         return out
 
 
@@ -81,19 +146,27 @@ class _FrameStore:
     """The mixture's STFT frames between the Wiener filter's position and the last segment's end."""
 
     def __init__(self) -> None:
-        self.start = 0
-        self.frames: Tensor | None = None
+        self.frames = _Pieces()
+
+    @property
+    def start(self) -> int:
+        return self.frames.start
 
     def extend(self, start: int, frames: Tensor) -> None:
-        end = self.start + (0 if self.frames is None else self.frames.shape[-1])
-        new = frames[..., max(end - start, 0) :]
-        self.frames = new if self.frames is None else torch.cat([self.frames, new], -1)
+        new = frames[..., max(self.frames.end - start, 0) :]
+        if new.shape[-1]:
+            self.frames.pieces.append(new)
+
+    def peek(self, a: int, b: int) -> Tensor:
+        assert self.frames.pieces and self.start <= a <= b <= self.frames.end, "peek outside what is held"
+        parts = [piece[..., lo:hi] for _, piece, lo, hi in self.frames.spans(a, b)]
+        if not parts:
+            return self.frames.pieces[0][..., :0]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
 
     def pop(self, stop: int) -> Tensor:
-        assert self.frames is not None, "pop after extend"
-        k = stop - self.start
-        out, self.frames = self.frames[..., :k], self.frames[..., k:]
-        self.start = stop
+        out = self.peek(self.start, stop)
+        self.frames.drop(stop)
         return out
 
 
