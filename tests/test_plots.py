@@ -169,3 +169,16 @@ def test_the_demo_draws_its_evaluation_and_goes_on_without_matplotlib(tmp_path, 
     assert draw_charts(summary, tmp_path / "none") == []
     out = capsys.readouterr().out
     assert "pip install 'danna-sep[plots]'" in out and "left out" in out and not (tmp_path / "none").exists()
+
+
+def test_the_readmes_pictures_are_there_and_small():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (root / "README.md").read_text())
+    assert "docs/images/demo-sdr.png" in images
+    for image in images:
+        path = root / image
+        assert path.is_file(), f"README.md shows {image}, which is not in the repository"
+        assert png_size(path)[0] == "PNG" and path.stat().st_size < 150_000
