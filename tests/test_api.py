@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from test_separate import SMALL, PointSpec, PointWave, music, write
+from test_separate import PointWave, music, write, write_point_models
 
 from danna_sep import SOURCES
 from danna_sep.audio import to_stereo
@@ -18,7 +18,6 @@ from danna_sep.blend import FAST_BAG, ORIGINAL_BAG, Bag
 from danna_sep.cli import main
 from danna_sep.demo import try_command
 from danna_sep.errors import ConfigError, DannaError
-from danna_sep.export import ModelInfo, export_torchscript
 from danna_sep.separate import BAG_FILE, Separator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,13 +30,7 @@ DEMUCS_ONLY = Bag(["demucs"], [[1.0, 1.0, 1.0, 1.0]])
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """A checkpoint folder under the released file names: two spectral models and one waveform model."""
-    folder = tmp_path_factory.mktemp("checkpoints")
-    export_torchscript(PointSpec(129, seed=1), folder / "xumx_mwf.pth", ModelInfo("spectral", **SMALL))
-    export_torchscript(
-        PointSpec(129, seed=2), folder / "unet_attention.pth", ModelInfo("spectral", frame_multiple=16, **SMALL)
-    )
-    export_torchscript(PointWave(seed=3), folder / "demucs_4_decoders.pth", ModelInfo("waveform"))
-    return folder
+    return write_point_models(tmp_path_factory.mktemp("checkpoints"))
 
 
 @pytest.fixture(scope="module")

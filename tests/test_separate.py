@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -485,7 +486,11 @@ def test_bad_options_and_devices():
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     """A checkpoint folder with the released file names: two spectral models and one waveform model."""
-    folder = tmp_path_factory.mktemp("checkpoints")
+    return write_point_models(tmp_path_factory.mktemp("checkpoints"))
+
+
+def write_point_models(folder: Path) -> Path:
+    """Three cheap TorchScript models under the released file names in ``folder`` (two spectral, one waveform)."""
     export_torchscript(PointSpec(129, seed=1), folder / "xumx_mwf.pth", ModelInfo("spectral", **SMALL))
     export_torchscript(
         PointSpec(129, seed=2), folder / "unet_attention.pth", ModelInfo("spectral", frame_multiple=16, **SMALL)

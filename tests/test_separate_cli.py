@@ -22,9 +22,8 @@ from danna_sep import SOURCES
 from danna_sep.audio import AudioInfo, AudioWriter, DiskFullError
 from danna_sep.cli import separate_main
 from danna_sep.errors import ConfigError
-from danna_sep.export import ModelInfo, export_torchscript
 from danna_sep.separate.files import check_outputs, destinations, prepare_files
-from tests.test_separate import SMALL, SR, PointSpec, PointWave, music, write
+from tests.test_separate import SR, music, write, write_point_models
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 STEMS = sorted(SOURCES)
@@ -33,13 +32,7 @@ STEMS = sorted(SOURCES)
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """Three cheap TorchScript models under the released names (fast: most tests are about files, not sound)."""
-    folder = tmp_path_factory.mktemp("models")
-    export_torchscript(PointSpec(129, seed=1), folder / "xumx_mwf.pth", ModelInfo("spectral", **SMALL))
-    export_torchscript(
-        PointSpec(129, seed=2), folder / "unet_attention.pth", ModelInfo("spectral", frame_multiple=16, **SMALL)
-    )
-    export_torchscript(PointWave(seed=3), folder / "demucs_4_decoders.pth", ModelInfo("waveform"))
-    return folder
+    return write_point_models(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="module")
