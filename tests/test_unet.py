@@ -1,5 +1,7 @@
 """UNetAttn (D3 U-Net + 2-D local attention) and its D2/D3 blocks."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -62,6 +64,30 @@ def test_d2_block_equals_dense_multi_dilated_form():
         y = block(x)
         assert y.shape == (2, block.out_channels, 20, 24) == (2, 16, 20, 24)
         torch.testing.assert_close(y, dense_d2(block, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_d2_block_training_is_the_same_in_channels_last(batch):
+    """In training the channels-last layers copy their k channels before the batch norm (a norm on a channel slice
+    of a channels-last tensor takes PyTorch's slow strided path): same outputs, batch statistics and gradients
+    as the textbook dense form in NCHW."""
+    torch.manual_seed(1)
+    block = D2Block(3, k=4, L=3).train()
+    reference = copy.deepcopy(block)
+    block.to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, 12, 10)
+    x_last = x.clone().contiguous(memory_format=torch.channels_last).requires_grad_()
+    x = x.requires_grad_()
+    y, want = block(x_last), dense_d2(reference, x)
+    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
+    g = torch.randn(want.shape)
+    y.backward(g)
+    want.backward(g)
+    torch.testing.assert_close(x_last.grad, x.grad, rtol=1e-5, atol=1e-5)
+    for (name, p), q in zip(block.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
+    for ours, theirs in zip(block.layers, reference.layers, strict=True):
+        torch.testing.assert_close(ours.norm.running_var, theirs.norm.running_var)
 
 
 def test_d3_block_concatenates_input_and_both_d2_outputs():
