@@ -428,6 +428,23 @@ def _stream_bins(
     return v.sum(-1), scatter
 
 
+def _read_chunk(
+    read: Callable[[int, int, bool], tuple[Tensor, Tensor]],
+    a: int,
+    b: int,
+    last: bool,
+    iterations: int,
+    dtype: torch.dtype,
+) -> tuple[Tensor, Tensor, list[int]]:
+    """Frames ``[a, b)`` from ``read``, checked and flattened to one batch dimension: ``mag (B, S, C|1, F, b − a)``,
+    ``x (B, C, F, b − a)`` and the leading shape the output gets back."""
+    mag_estimates, mix_stft = read(a, b, last)
+    _check_inputs(mag_estimates, mix_stft, iterations, dtype)
+    channels, bins = mix_stft.shape[-3], mix_stft.shape[-2]
+    x = mix_stft.reshape(-1, channels, bins, b - a)
+    return mag_estimates.reshape([x.shape[0], *mag_estimates.shape[-4:]]), x, list(mix_stft.shape[:-3])
+
+
 def wiener_streamed(
     read: Callable[[int, int, bool], tuple[Tensor, Tensor]],
     frames: int,
@@ -461,12 +478,8 @@ def wiener_streamed(
         v_sum: Tensor | None = None
         scatter: Tensor | None = None
         for a, b in spans:
-            mag_estimates, mix_stft = read(a, b, False)
-            _check_inputs(mag_estimates, mix_stft, iterations, dtype)
-            channels, bins = mix_stft.shape[-3], mix_stft.shape[-2]
-            x = mix_stft.reshape(-1, channels, bins, b - a)
-            batch = x.shape[0]
-            mag = mag_estimates.reshape([batch, *mag_estimates.shape[-4:]])
+            mag, x, _ = _read_chunk(read, a, b, False, iterations, dtype)
+            batch, channels, bins = x.shape[:3]
             if iteration == 0:
                 peak = (x.real.square() + x.imag.square()).amax(dim=(1, 2, 3)).to(dtype)
                 scale = peak if scale is None else torch.maximum(scale, peak)
@@ -485,7 +498,7 @@ def wiener_streamed(
                     residual,
                     e,
                     dtype,
-                    mix_stft.dtype,
+                    x.dtype,
                     None,
                 )
                 assert moments is not None
@@ -498,15 +511,10 @@ def wiener_streamed(
         inv_scale2 = s.square().reciprocal().reshape(-1, 1, 1, 1)
         spatials.append(_spatial(v_sum, scatter, eps_item, inv_scale2))
     for a, b in spans:
-        mag_estimates, mix_stft = read(a, b, True)
-        _check_inputs(mag_estimates, mix_stft, iterations, dtype)
-        lead = list(mix_stft.shape[:-3])
-        channels, bins = mix_stft.shape[-3], mix_stft.shape[-2]
-        x = mix_stft.reshape(-1, channels, bins, b - a)
-        batch = x.shape[0]
-        mag = mag_estimates.reshape([batch, *mag_estimates.shape[-4:]])
+        mag, x, lead = _read_chunk(read, a, b, True, iterations, dtype)
+        batch, channels, bins = x.shape[:3]
         sources = mag.shape[1] + (1 if residual else 0)
-        out = torch.empty([batch, sources, channels, bins, b - a], dtype=mix_stft.dtype, device=x.device)
+        out = torch.empty([batch, sources, channels, bins, b - a], dtype=x.dtype, device=x.device)
         step = _block_bins(batch, sources, channels, bins, b - a, x.device)
         for f0 in range(0, bins, step):
             f1 = min(f0 + step, bins)
@@ -518,7 +526,7 @@ def wiener_streamed(
                 residual,
                 e,
                 dtype,
-                mix_stft.dtype,
+                x.dtype,
                 out[:, :, :, f0:f1],
             )
         yield out.reshape([*lead, sources, channels, bins, b - a])
