@@ -56,9 +56,14 @@ def _opts(kwargs):
     return {"capture_output": True, "text": True, "timeout": 300, **kwargs}
 
 
+# a shell starts background jobs with SIGINT ignored, and danna-sep keeps an ignored signal ignored (as under
+# nohup): the child gets SIGINT's default back, as when run from a terminal, whatever started the tests
+_FOREGROUND = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+
+
 def start(*args, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", _CODE.format("separate_main"), *map(str, args)],
+        [sys.executable, "-c", _FOREGROUND + _CODE.format("separate_main"), *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
