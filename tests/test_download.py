@@ -206,9 +206,12 @@ def test_connection_refused_and_dns_failure(srv, models, tmp_path, monkeypatch):
     def no_dns(host, *args, **kwargs):
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
+    # name resolution itself is replaced, so nothing leaves the machine; the reserved .invalid name
+    # (RFC 6761) could not be resolved anyway
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
-    with pytest.raises(DownloadError, match=r"cannot look up drive.example \(DNS failed: no network\?\)"):
-        _fetch(_entry(models, "https://drive.example/uc?id=x"), tmp_path, retry=RetryPolicy(1, 0.0))
+    host = "drive.invalid"
+    with pytest.raises(DownloadError, match=rf"cannot look up {host} \(DNS failed: no network\?\)"):
+        _fetch(_entry(models, f"http://{host}/uc?id=x"), tmp_path, retry=RetryPolicy(1, 0.0))
 
 
 # ------------------------------------------------------------------------------------------------- Drive
