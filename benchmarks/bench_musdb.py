@@ -21,30 +21,20 @@ The musdb package (and stempeg) need the ffmpeg and ffprobe binaries; danna_sep 
 
 import argparse
 import random
+import sys
 import tempfile
-import time
 from pathlib import Path
 
-import av
 import numpy as np
+from bench_data import best_of  # a sibling script: benchmarks/ is this script's own folder on sys.path
 
 from danna_sep import SOURCES
 from danna_sep.data.musdb import STEM_STREAMS, find_tracks
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.test_data_musdb import write_stem_mp4
+
 SR = 44100
-
-
-def write_stem_mp4(path: Path, streams: np.ndarray) -> None:
-    """``streams (5, 2, samples)`` float32 → an AAC ``.stem.mp4`` with one stereo stream per row."""
-    with av.open(str(path), "w") as container:
-        outs = [container.add_stream("aac", rate=SR, layout="stereo") for _ in streams]
-        for out, audio in zip(outs, streams, strict=True):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio), format="fltp", layout="stereo")
-            frame.rate = SR
-            for packet in out.encode(frame):
-                container.mux(packet)
-            for packet in out.encode(None):
-                container.mux(packet)
 
 
 def make_tracks(root: Path, tracks: int, seconds: float) -> None:
@@ -56,17 +46,6 @@ def make_tracks(root: Path, tracks: int, seconds: float) -> None:
         stems = np.stack([np.stack([s, 0.8 * s]) for s in tones]).astype(np.float32)
         stems += 0.01 * rng.standard_normal(stems.shape).astype(np.float32)
         write_stem_mp4(root / "train" / f"Track {k}.stem.mp4", np.concatenate([stems.sum(0, keepdims=True), stems]))
-
-
-def best_of(fn, repeat: int) -> tuple[float, float]:
-    """Best wall and best CPU seconds (of this process: ffmpeg child processes are not counted)."""
-    walls, cpus = [], []
-    for _ in range(repeat):
-        w, c = time.perf_counter(), time.process_time()
-        fn()
-        walls.append(time.perf_counter() - w)
-        cpus.append(time.process_time() - c)
-    return min(walls), min(cpus)
 
 
 def main() -> None:

@@ -188,24 +188,9 @@ def part_inference(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-class _Stems:
-    """``items`` random stems ``(4, 2, samples)`` and their mixture, as the real datasets give them."""
-
-    def __init__(self, items: int, samples: int):
-        import torch
-
-        gen = torch.Generator().manual_seed(0)
-        self.stems = 0.1 * torch.randn(items, 4, 2, samples, generator=gen)
-
-    def __len__(self) -> int:
-        return len(self.stems)
-
-    def __getitem__(self, i: int):
-        return self.stems[i].sum(0), self.stems[i]
-
-
 def part_train(args: argparse.Namespace) -> dict[str, Any]:
     import torch
+    from bench_train import RandomStems  # a sibling script: benchmarks/ is this script's own folder on sys.path
 
     from danna_sep.config import load_config
     from danna_sep.train import Trainer
@@ -228,7 +213,7 @@ def part_train(args: argparse.Namespace) -> dict[str, Any]:
                 cfg = load_config(config_path(name, args.quick), overrides)
                 batch_size = cfg["data_loader"]["train"]["batch_size"]
                 samples = round(cfg["dataset"]["train"]["args"]["seq_duration"] * SAMPLE_RATE)
-                data = _Stems(batch_size, samples)
+                data = RandomStems(batch_size, samples)
                 torch.manual_seed(0)
                 trainer = Trainer(
                     cfg, device=device, train_set=data, valid_set=data, verbose=False, progress=False, tensorboard=False

@@ -445,6 +445,37 @@ def _read_chunk(
     return mag_estimates.reshape([x.shape[0], *mag_estimates.shape[-4:]]), x, list(mix_stft.shape[:-3])
 
 
+def _bin_blocks(
+    mag: Tensor,
+    x: Tensor,
+    spatials: list[Tensor],
+    sources: int,
+    softmask: bool,
+    residual: bool,
+    eps: float,
+    dtype: torch.dtype,
+    out: Tensor | None,
+) -> Iterator[tuple[slice, tuple[Tensor, Tensor] | None]]:
+    """:func:`_stream_bins` over blocks of bins sized by :func:`_block_bins`: per block its bins and the moments
+    (``out is None``) or None (the estimates written into ``out[:, :, :, bins]``)."""
+    batch, channels, bins, frames = x.shape
+    step = _block_bins(batch, sources, channels, bins, frames, x.device)
+    for f0 in range(0, bins, step):
+        f = slice(f0, min(f0 + step, bins))
+        moments = _stream_bins(
+            mag[:, :, :, f],
+            x[:, :, f],
+            [r[:, :, f] for r in spatials],
+            softmask,
+            residual,
+            eps,
+            dtype,
+            x.dtype,
+            None if out is None else out[:, :, :, f],
+        )
+        yield f, moments
+
+
 def wiener_streamed(
     read: Callable[[int, int, bool], tuple[Tensor, Tensor]],
     frames: int,
@@ -487,23 +518,10 @@ def wiener_streamed(
             if v_sum is None or scatter is None:
                 v_sum = torch.zeros(batch, sources, bins, dtype=dtype, device=x.device)
                 scatter = torch.zeros(batch, sources, bins, channels * channels, dtype=dtype, device=x.device)
-            step = _block_bins(batch, sources, channels, bins, b - a, x.device)
-            for f0 in range(0, bins, step):
-                f1 = min(f0 + step, bins)
-                moments = _stream_bins(
-                    mag[:, :, :, f0:f1],
-                    x[:, :, f0:f1],
-                    [r[:, :, f0:f1] for r in spatials],
-                    softmask,
-                    residual,
-                    e,
-                    dtype,
-                    x.dtype,
-                    None,
-                )
+            for f, moments in _bin_blocks(mag, x, spatials, sources, softmask, residual, e, dtype, None):
                 assert moments is not None
-                v_sum[:, :, f0:f1] += moments[0]
-                scatter[:, :, f0:f1] += moments[1]
+                v_sum[:, :, f] += moments[0]
+                scatter[:, :, f] += moments[1]
         assert v_sum is not None and scatter is not None and scale is not None
         # norbert's s = max(1, max|X| / 10), one per item, folded into the covariances as in wiener()
         s = torch.clamp(scale.sqrt() / 10.0, min=1.0)
@@ -515,18 +533,6 @@ def wiener_streamed(
         batch, channels, bins = x.shape[:3]
         sources = mag.shape[1] + (1 if residual else 0)
         out = torch.empty([batch, sources, channels, bins, b - a], dtype=x.dtype, device=x.device)
-        step = _block_bins(batch, sources, channels, bins, b - a, x.device)
-        for f0 in range(0, bins, step):
-            f1 = min(f0 + step, bins)
-            _stream_bins(
-                mag[:, :, :, f0:f1],
-                x[:, :, f0:f1],
-                [r[:, :, f0:f1] for r in spatials],
-                softmask,
-                residual,
-                e,
-                dtype,
-                x.dtype,
-                out[:, :, :, f0:f1],
-            )
+        for _ in _bin_blocks(mag, x, spatials, sources, softmask, residual, e, dtype, out):
+            pass  # each block's estimates are written into out
         yield out.reshape([*lead, sources, channels, bins, b - a])
