@@ -617,7 +617,7 @@ def _separate(
     ``pictures`` (input → stem → PNG) of those that have them."""
     from ..audio import ClippingWarning, DiskFullError
     from ..separate import Separator, resolve_device
-    from ..separate.files import changes, output_bytes
+    from ..separate.files import changes, common_folder, output_bytes
 
     device = resolve_device(args.device)
     separator = Separator.from_checkpoints(
@@ -686,14 +686,14 @@ def _separate(
             display.end(key, result)
         if result is None:
             return
-        folder = Path(*_common_parent(list(result.outputs.values())))
+        folder = common_folder(list(result.outputs.values()))
         clipped = {s: n for s, n in result.clipped.items() if n}
         if clipped:
             counts = ", ".join(f"{n} samples in {s}" for s, n in clipped.items())
             display.line(f"{path.name}: clipped {counts} to ±1 ({subtype}; --float32 keeps them)", always=True)
         speed = result.duration / max(result.seconds, 1e-9)
         display.line(
-            f"done {path.name} → {folder}/ ({_clock(result.duration)} of audio in "
+            f"done {path.name} → {folder} ({_clock(result.duration)} of audio in "
             f"{_clock(result.seconds)}, {speed:.2f}× real time{', spectrograms drawn' if own_pictures else ''})"
         )
 
@@ -717,13 +717,3 @@ def _message(path: Path, exc: Exception) -> str:
     """The error's text without a leading repetition of the file name."""
     text = str(exc)
     return text[len(str(path)) + 2 :] if text.startswith(f"{path}: ") else text
-
-
-def _common_parent(paths: list[Path]) -> tuple[str, ...]:
-    parts = [p.parent.parts for p in paths]
-    common: list[str] = []
-    for group in zip(*parts, strict=False):  # the common prefix: stop at the shortest
-        if len(set(group)) != 1:
-            break
-        common.append(group[0])
-    return tuple(common) or (".",)

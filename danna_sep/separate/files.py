@@ -215,7 +215,7 @@ def prepare_files(
         try:
             info = audio_info(path)
             present, problems = (0, []) if overwrite else check_outputs(dests, path, info, keep_rate)
-            folder = _common_folder(list(dests.values()))
+            folder = common_folder(list(dests.values()))
             if present and not problems and skip_existing:
                 batch.skipped.append((path, folder))
                 continue
@@ -231,7 +231,7 @@ def prepare_files(
     return batch
 
 
-def _common_folder(paths: list[Path]) -> str:
+def common_folder(paths: list[Path]) -> str:
     """The folder that holds all of ``paths``, as ``dir/``."""
     common = os.path.commonpath([os.fspath(p.parent) for p in paths]) if paths else ""
     return os.path.join(common or ".", "")
