@@ -24,6 +24,9 @@ Resampling uses julius' windowed-sinc filters (``ResampleFrac``), applied as a b
 times faster on CPU (:class:`BlockResample`); the fixed kernels are not part of the ``state_dict``.
 """
 
+from collections.abc import Iterator
+from typing import NamedTuple
+
 import julius
 import torch
 import torch.nn.functional as F
@@ -41,11 +44,17 @@ def standardize(mix: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor, Tensor]
     of shape ``(batch, 1, 1)``; ``std`` already includes ``eps``, which keeps silence finite (and is the one
     departure from scale-equivariance). A single sample has std 0, not NaN.
     """
+    mean, std = mix_statistics(mix, eps)
+    return (mix - mean) / std, mean, std
+
+
+def mix_statistics(mix: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
+    """The ``mean`` and ``std`` ``(batch, 1, 1)`` :func:`standardize` uses for ``mix (batch, channels, samples)``."""
     mono = mix.mean(dim=1, keepdim=True)
     mean = mono.mean(dim=-1, keepdim=True)
     dof = max(mix.shape[-1] - 1, 1)
     std = ((mono - mean).square().sum(dim=-1, keepdim=True) / dof).sqrt() + eps
-    return (mix - mean) / std, mean, std
+    return mean, std
 
 
 def destandardize(stems: Tensor, mean: Tensor, std: Tensor) -> Tensor:
@@ -353,6 +362,37 @@ class DecoderLevel(nn.Module):
             h = F.relu_(h)
         return h
 
+    def forward_span(self, x: Tensor, skip: Tensor, start: int, stop: int) -> Tensor:
+        """:meth:`forward` on a time slice: ``x``, ``skip (batch, ·, n)`` are frames ``[s, s + n)`` of the whole
+        level's inputs; the transposed convolution reads only the GLU frames ``[s + start, s + stop)``.
+
+        Those frames are exact if the slice reaches one frame further on each side (or the level's edge, where
+        the ``k3`` convolutions' zero padding is the whole input's). Returns the transposed convolution's output
+        ``(batch, ·, (stop − start − 1)·stride + kernel)``, which starts at output frame ``(s + start)·stride``.
+        Not part of the scripted model (only :meth:`DemucsSplit.forward_chunked` calls it).
+        """
+        h = self.pre_conv(x)
+        h += self.skip_conv(skip)
+        batch, _, frames = h.shape
+        h = F.glu(h.view(batch, self.sources, 2 * self.width, frames)[..., start:stop], dim=2)
+        h = self.deconv(h.reshape(batch, self.sources * self.width, stop - start))
+        if not self.last:
+            h = F.relu_(h)
+        return h
+
+
+class _Geometry(NamedTuple):
+    """Every length of :meth:`DemucsSplit.forward` for one input length (see :meth:`DemucsSplit._geometry`)."""
+
+    length: int  # input samples L
+    padded: int  # samples after the zero padding to a valid length (legacy: L)
+    left: int  # zeros before the input
+    encoded: list[int]  # frames of the up-sampled input and of every encoder level's output: N_0 … N_depth
+    decoded: list[int]  # frames of every decoder level's output, X_0 … X_depth (X_depth: the bottleneck's)
+    offsets: list[int]  # where the skip of level l that decoder input X_l reads starts, per l (offsets[0] = 0)
+    start: int  # the returned samples: [start, stop) of the down-sampled decoder output
+    stop: int
+
 
 class DemucsSplit(nn.Module):
     """Demucs (v2 style) with one decoder per source.
@@ -524,3 +564,150 @@ class DemucsSplit(nn.Module):
             delta = self.valid_length(length) - length
             x = x[..., delta // 2 : delta // 2 + length]
         return destandardize(x.reshape(x.shape[0], self.sources, self.audio_channels, x.shape[-1]), mean, std)
+
+    # ------------------------------------------------------------------------------------------ chunked inference
+    # Not part of the scripted model: nothing that forward calls reaches these methods.
+
+    def forward_chunked(self, mix: Tensor, chunk: int = 1 << 18) -> Tensor:
+        """:meth:`forward`'s result for ``mix (batch, channels, L)`` (to float rounding), computed in time chunks of
+        ``chunk`` output samples: ``(batch, sources, channels, L)`` (``legacy``: ``L' ≤ L``).
+
+        The concatenation of :meth:`iter_chunked`; memory use is that of a ``chunk``-sample input plus what
+        the whole input needs at the bottleneck (see :meth:`iter_chunked`).
+        """
+        return torch.cat(list(self.iter_chunked(mix, chunk)), -1)
+
+    def iter_chunked(self, mix: Tensor, chunk: int = 1 << 18) -> Iterator[Tensor]:
+        """:meth:`forward`'s result for ``mix (batch, channels, L)``, as consecutive time pieces
+        ``(batch, sources, channels, ≤ chunk)``, with no full-resolution activation of the whole input.
+
+        The computation is :meth:`forward`'s, cut exactly: the mixture's mean and std are taken over the whole
+        input; a first pass runs the encoder over chunks of the deepest level's frames (each from exactly the
+        input samples its valid convolutions read) and keeps only the deepest features, and the BiLSTM runs on
+        all of them at once (≈ 22 frames per second of audio in the reference configuration). Then every output
+        chunk is decoded from the bottleneck frames, decoder frames and encoder skips it depends on (a
+        transposed convolution's output frame ``t`` reads the inputs ``⌈(t − kernel + 1)/stride⌉ … ⌊t/stride⌋``,
+        a ``k3`` convolution one frame either side, the resamplers ``width`` samples), the skips recomputed
+        from the input rather than kept: the encoder runs about twice, the rest once plus a few frames of margin
+        per level and chunk. Slices end only at the whole input's edges or beyond what the kept samples read, so
+        the zero and replicate paddings are :meth:`forward`'s.
+        """
+        if mix.dim() != 3 or mix.shape[1] != self.audio_channels:
+            raise ValueError(f"DemucsSplit expects (batch, {self.audio_channels}, samples), got {list(mix.shape)}")
+        if chunk < 1:
+            raise ValueError(f"iter_chunked: chunk must be >= 1 sample, got {chunk}")
+        g = self._geometry(mix.shape[-1])
+        if g is None:  # too short for the unpadded convolutions (legacy): forward's own error
+            yield self.forward(mix)
+            return
+        kernel, stride, depth = self.kernel_size, self.stride, self.depth
+        factor = 2 if self.resample else 1
+        mean, std = mix_statistics(mix)
+
+        # pass 1: the deepest features, in chunks of about `chunk` input samples, and the bottleneck on all
+        step = max(1, -(-chunk * factor // stride**depth))
+        codes = [
+            self._encode_span(mix, mean, std, g, {depth: (p, min(p + step, g.encoded[depth]))})[depth]
+            for p in range(0, g.encoded[depth], step)
+        ]
+        code = torch.cat(codes, -1)
+        del codes
+        bottleneck = self._bottleneck(code)
+
+        # pass 2: each output chunk from what it reads, level by level
+        width = self.downsample.width if isinstance(self.downsample, BlockResample) else 0
+        for a in range(g.start, g.stop, chunk):
+            b = min(a + chunk, g.stop)
+            # decoder output frames X_0[c, d) read by the down-sampling (output n reads 2n − width … 2n + width + 1);
+            # an even start keeps the slice's output on the whole output's grid
+            c, d = (2 * max(0, a - (width + 1) // 2), min(g.decoded[0], 2 * b + width)) if factor == 2 else (a, b)
+            spans: list[tuple[int, int, int, int, int, int]] = []  # per level l: X_l[c, d) ← X_{l+1}[s, e), GLU[u0, u1)
+            for level in range(depth):
+                frames = g.decoded[level + 1]
+                u0 = max(0, (c - kernel + stride) // stride)
+                u1 = min(frames, (d - 1) // stride + 1)
+                s, e = max(0, u0 - 1), min(frames, u1 + 1)
+                spans.append((c, d, s, e, u0, u1))
+                c, d = s, e
+            needs = {lv + 1: (g.offsets[lv + 1] + sp[2], g.offsets[lv + 1] + sp[3]) for lv, sp in enumerate(spans)}
+            deepest = needs.pop(depth)
+            skips = self._encode_span(mix, mean, std, g, needs)
+            skips[depth] = code[..., deepest[0] : deepest[1]]
+            x = bottleneck[..., spans[-1][2] : spans[-1][3]]
+            for i, decode in enumerate(self.decoder):
+                level = depth - 1 - i
+                c, d, s, e, u0, u1 = spans[level]
+                assert isinstance(decode, DecoderLevel)
+                x = decode.forward_span(x, skips.pop(level + 1), u0 - s, u1 - s)
+                x = x[..., c - stride * u0 : d - stride * u0]
+            c = spans[0][0]
+            y = self.downsample(x)[..., a - c // factor : b - c // factor]
+            yield destandardize(y.reshape(y.shape[0], self.sources, self.audio_channels, y.shape[-1]), mean, std)
+
+    def _geometry(self, length: int) -> _Geometry | None:
+        """The lengths :meth:`forward` goes through for an input of ``length`` samples; None where its unpadded
+        (legacy) convolutions get fewer samples than their kernel."""
+        factor = 2 if self.resample else 1
+        padded = length if self.legacy else self.valid_length(length)
+        encoded = [factor * padded]
+        for _ in range(self.depth):
+            if encoded[-1] < self.kernel_size:
+                return None
+            encoded.append((encoded[-1] - self.kernel_size) // self.stride + 1)
+        decoded = [encoded[-1]]
+        for _ in range(self.depth):
+            decoded.insert(0, (decoded[0] - 1) * self.stride + self.kernel_size)
+        # skips: legacy reads their first frames, otherwise their centre (center_trim)
+        offsets = [0 if self.legacy else (n - m) // 2 for n, m in zip(encoded, decoded, strict=True)]
+        left = (padded - length) // 2
+        start, stop = (0, decoded[0] // factor) if self.legacy else (left, left + length)
+        return _Geometry(length, padded, left, encoded, decoded, offsets, start, stop)
+
+    def _padded_input(self, mix: Tensor, mean: Tensor, std: Tensor, g: _Geometry, start: int, stop: int) -> Tensor:
+        """Samples ``[start, stop)`` of the standardised, zero-padded input ``(batch, channels, stop − start)``."""
+        a = min(max(start - g.left, 0), g.length)
+        b = min(max(stop - g.left, a), g.length)
+        if a == b:
+            return mix.new_zeros(mix.shape[0], mix.shape[1], stop - start)
+        x = (mix[..., a:b] - mean) / std
+        return F.pad(x, (a + g.left - start, stop - g.left - b))
+
+    def _upsampled_span(self, mix: Tensor, mean: Tensor, std: Tensor, g: _Geometry, start: int, stop: int) -> Tensor:
+        """Frames ``[start, stop)`` of the encoder's input: the padded input, up-sampled (output ``2n``, ``2n + 1``
+        reads input ``n − width … n + width``; the slice's own replicate padding only at the input's edges)."""
+        if not isinstance(self.upsample, BlockResample):
+            return self._padded_input(mix, mean, std, g, start, stop)
+        width = self.upsample.width
+        a, b = max(0, start // 2 - width), min(g.padded, (stop - 1) // 2 + width + 1)
+        return self.upsample(self._padded_input(mix, mean, std, g, a, b))[..., start - 2 * a : stop - 2 * a]
+
+    def _encode_span(
+        self, mix: Tensor, mean: Tensor, std: Tensor, g: _Geometry, needs: dict[int, tuple[int, int]]
+    ) -> dict[int, Tensor]:
+        """Frames ``needs[l] = (start, stop)`` of encoder level ``l``'s output (``1 … depth``), computed from
+        exactly the input they read: ``{l: (batch, channels_l, stop − start)}``."""
+        kernel, stride = self.kernel_size, self.stride
+        # the frames each level computes: what is asked of it and what the level above reads, deepest first
+        spans: dict[int, tuple[int, int]] = {}
+        above: tuple[int, int] | None = None
+        for level in range(self.depth, 0, -1):
+            span = needs.get(level)
+            if above is not None:
+                span = above if span is None else (min(span[0], above[0]), max(span[1], above[1]))
+            if span is not None:
+                spans[level] = span
+                above = (stride * span[0], stride * (span[1] - 1) + kernel)  # output t reads stride·t … + kernel
+        if above is None:
+            return {}
+        x = self._upsampled_span(mix, mean, std, g, *above)
+        first = above[0]
+        out: dict[int, Tensor] = {}
+        for level in range(1, self.depth + 1):
+            if level not in spans:
+                break  # nothing deeper is needed either
+            span = spans[level]
+            x = self.encoder[level - 1](x[..., stride * span[0] - first : stride * (span[1] - 1) + kernel - first])
+            first = span[0]
+            if level in needs:
+                out[level] = x[..., needs[level][0] - first : needs[level][1] - first]
+        return out

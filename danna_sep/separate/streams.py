@@ -15,6 +15,7 @@ from .. import SAMPLE_RATE
 from ..defaults import SPECTRAL_SEGMENT_FRAMES, WAVEFORM_SEGMENT_SECONDS
 from ..errors import CheckpointError
 from ..export import LoadedModel, check_contract
+from ..models.demucs import DemucsSplit
 from ..spectral import frame_span, num_frames, reflect_pads
 from .timeline import StreamingISTFT, _equal_length_groups, _FrameStore, _Timeline, crossfade, plan_segments
 from .tracks import TrackReader, _read_padded
@@ -28,6 +29,9 @@ WAVEFORM_BATCH = 3
 ORIGINAL_UNET_CHUNK = 2584
 ORIGINAL_SHORT_CHUNK = 128  # a last chunk too short for the U-Net's poolings: zero-padded to this (its GPU path)
 ORIGINAL_CLAMP = 0.99
+# --original with an eager DemucsSplit (the imported release): the whole track, computed exactly in output chunks
+# of this many samples (DemucsSplit.iter_chunked: ~70 MB per second of audio at once instead of the whole song's)
+ORIGINAL_DEMUCS_CHUNK = 1 << 18
 # a Wiener block longer than this many frames is filtered in chunks of it (wiener_streamed: the block's statistics
 # first, then the filter and the iSTFT chunk by chunk), so that no whole-track spectrogram of the estimates exists
 WIENER_CHUNK = 1024
@@ -55,11 +59,22 @@ class ModelCalls:
         self._gate = threading.BoundedSemaphore(max(1, os.cpu_count() or 1)) if parallel else None
         self._checked: set[int] = set()  # id() of the models checked
 
-    def run(self, model: LoadedModel, x: Tensor) -> Tensor:
+    def run(self, model: LoadedModel, x: Tensor, fn: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """``model(x)``; or ``fn(x)``, a computation of the model's own (e.g. one piece of a chunked pass), under
+        the same gate and in inference mode."""
+        if fn is None:
+            fn = model
+        else:
+            inner = fn
+
+            def fn(x: Tensor) -> Tensor:
+                with torch.inference_mode():
+                    return inner(x)
+
         if self._gate is None:
-            return model(x)
+            return fn(x)
         with self._gate:
-            return model(x)
+            return fn(x)
 
     def check(self, model: LoadedModel, out: Tensor, inp: Tensor) -> None:
         if id(model) not in self._checked:
@@ -197,6 +212,12 @@ def _original_waveform_stream(
     """
     from ..export import ORIGINAL_DEMUCS_LEAD as lead
 
+    if isinstance(model.module, DemucsSplit):
+        yield from _original_chunked_demucs(model, model.module, reader, report, calls)
+        return
+
+    # a TorchScript or ONNX file (the release itself) runs as the original ran it, on the whole track at once,
+    # with the original's memory (~70 MB per second of audio): only our eager module can be cut exactly
     def analyse() -> Tensor:  # a function, as in _spectral_stream: temporaries die
         x = _model_input(reader.read(-lead, reader.length + lead), model.info.channels)[None]
         out = calls.run(model, x)
@@ -209,6 +230,39 @@ def _original_waveform_stream(
     y = analyse()
     report(1.0)
     yield y
+
+
+def _original_chunked_demucs(
+    model: LoadedModel,
+    module: DemucsSplit,
+    reader: TrackReader,
+    report: Callable[[float], None],
+    calls: ModelCalls,
+) -> Iterator[Tensor]:
+    """:func:`_original_waveform_stream` through :meth:`DemucsSplit.iter_chunked`: the same samples (to float
+    rounding), as pieces ``(sources, channels, n)`` in time order."""
+    from ..export import ORIGINAL_DEMUCS_LEAD as lead
+
+    x = _model_input(reader.read(-lead, reader.length + lead), model.info.channels)[None]
+    x = x.to(model.device, torch.float32).contiguous()
+    total = reader.length
+    pieces = module.iter_chunked(x, ORIGINAL_DEMUCS_CHUNK)
+    first, done = 0, 0  # the model output's sample at the start of the piece, the track's samples yielded
+    while True:
+        out = calls.run(model, x, lambda _: next(pieces, torch.empty(0)))  # each piece under the calls' gate
+        if out.dim() == 1:
+            break
+        calls.check(model, out, x)
+        # output sample i is track sample i − lead; past what the model returns, the stems stay zero
+        a, b = max(first, lead + done), min(first + out.shape[-1], lead + total)
+        if a < b:
+            yield out[0, ..., a - first : b - first].clamp(-ORIGINAL_CLAMP, ORIGINAL_CLAMP).float().cpu()
+            done = b - lead
+            report(done / total)
+        first += out.shape[-1]
+    if done < total:
+        yield torch.zeros(module.sources, module.audio_channels, total - done)
+    report(1.0)
 
 
 def _waveform_stream(
