@@ -6,7 +6,15 @@ import torch
 
 from danna_sep.inference import ORIGINAL_DEMUCS_LEAD, LoadedModel, ModelInfo
 from danna_sep.models.demucs import DemucsSplit
-from danna_sep.separate.streams import ModelCalls, _original_waveform_stream
+from danna_sep.models.fuse import fold_batchnorm
+from danna_sep.models.unet import UNetAttn
+from danna_sep.separate.streams import (
+    ORIGINAL_UNET_CHUNK,
+    ModelCalls,
+    StreamOptions,
+    _original_waveform_stream,
+    _spectral_stream,
+)
 from danna_sep.separate.tracks import TensorReader
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.(script|save|load)` is deprecated:DeprecationWarning")
@@ -106,3 +114,91 @@ def test_original_waveform_stream_chunked_equals_the_whole_song_call(monkeypatch
     assert ref[..., -short:].abs().max() == got_all[..., -short:].abs().max() == 0
     assert ref[..., -short - 1].abs().max() > 0
     assert relative_error(got_all, ref) < 1e-5
+
+
+def unet(legacy: bool, levels: int = 4, **kwargs) -> UNetAttn:
+    torch.manual_seed(0)
+    args = dict(max_bins=40, k=3, levels=levels, d_model=16, n_heads=2, attn_channels=8, rel_pos_bias=not legacy)
+    args.update(kwargs)
+    model = UNetAttn(legacy=legacy, **args).eval()
+    with torch.no_grad():  # running statistics away from the identity, so that folding them changes the weights
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["exact", "legacy"])
+@pytest.mark.parametrize("frames", [64, 77, 301, 700])
+def test_unet_tiled_equals_forward(legacy, frames):
+    model = unet(legacy)
+    x = torch.rand(1, 2, 45, frames)  # more bins than max_bins: the bins above are handled as in forward
+    with torch.no_grad():
+        ref = model(x)
+        for tile in (8, 30, 100, 10**4):
+            got = model.forward_tiled(x, tile)
+            assert got.shape == ref.shape
+            assert (got - ref).abs().max() < 1e-5, (tile, (got - ref).abs().max())
+
+
+def test_unet_tiled_equals_forward_folded_and_batched():
+    model = fold_batchnorm(unet(True))
+    x = torch.rand(2, 2, 45, 333)
+    with torch.no_grad():
+        assert (model.forward_tiled(x, 40) - model(x)).abs().max() < 1e-5
+
+
+def test_unet_time_radius_bounds_what_a_frame_reads():
+    model = unet(False, levels=3)
+    radius = model.time_radius()
+    frames, at = 2 * radius + 64, radius + 32
+    x = torch.rand(1, 2, 40, frames)
+    y = x.clone()
+    y[..., at] += 1.0
+    with torch.no_grad():
+        changed = (model(x) - model(y)).abs().amax((0, 1, 2, 3)) != 0  # per frame
+    reach = changed.nonzero().flatten()
+    # nothing beyond the radius changes, and the bound is not vacuous: the change reaches far (here about
+    # 0.56 of the bound, which adds up every layer's full reach)
+    assert reach.min() >= at - radius and reach.max() <= at + radius
+    assert reach.max() - at > radius // 3 and at - reach.min() > radius // 3
+
+
+def test_released_unet_reads_more_than_the_originals_chunk():
+    with torch.device("meta"):
+        released = UNetAttn(rel_pos_bias=False, legacy=True)
+    assert released.time_radius() > ORIGINAL_UNET_CHUNK
+
+
+def test_original_unet_stream_tiled_equals_the_whole_chunk_calls(monkeypatch):
+    from danna_sep.separate import streams
+
+    monkeypatch.setattr(streams, "ORIGINAL_UNET_CHUNK", 60)  # 3 chunks, the last one short
+    monkeypatch.setattr(streams, "ORIGINAL_UNET_TILE", 16)
+    model = unet(True, levels=3, max_bins=300)
+    info = ModelInfo.from_model(model)
+    wav = 0.3 * torch.randn(2, 140 * info.hop_length)
+    options = StreamOptions(None, 0.0, False, 1, None, True)
+    eager = LoadedModel.from_module(model, info)
+    whole = LoadedModel(eager.module, info, "torchscript", None, torch.device("cpu"))
+    calls: list[str] = []
+    monkeypatch.setattr(UNetAttn, "forward_tiled", _spy(UNetAttn.forward_tiled, calls))
+    got = torch.cat(
+        list(_spectral_stream(eager, TensorReader(wav), lambda _: None, ModelCalls(False), options, "unet")), -1
+    )
+    assert len(calls) == 3
+    ref = torch.cat(
+        list(_spectral_stream(whole, TensorReader(wav), lambda _: None, ModelCalls(False), options, "unet")), -1
+    )
+    assert len(calls) == 3  # the plain callable ran each chunk at once
+    assert got.shape == ref.shape == (4, 2, wav.shape[-1])
+    assert relative_error(got, ref) < 1e-5
+
+
+def _spy(method, calls: list[str]):
+    def wrapped(self, *args, **kwargs):
+        calls.append(method.__name__)
+        return method(self, *args, **kwargs)
+
+    return wrapped

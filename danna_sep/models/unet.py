@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from .. import SOURCES
 from ..errors import ConfigError
-from .d3net import D3Block
+from .d3net import D2Block, D3Block
 
 
 def local_attention(
@@ -386,3 +386,155 @@ class UNetAttn(nn.Module):
         masks = torch.sigmoid(self.head(x))
         masks = F.pad(masks, [0, frames - masks.shape[3], 0, bins - masks.shape[2]], value=0.25)
         return masks.reshape(batch, self.nb_sources, channels, bins, frames)
+
+    # ------------------------------------------------------------------------------------------- tiled inference
+    # Not part of the scripted model: nothing that forward calls reaches these methods.
+
+    def time_radius(self) -> int:
+        """How many input frames either side of an output frame can change its mask: an upper bound from the
+        architecture (each 3×3 convolution of dilation ``d`` at a level of ``r`` input frames per frame adds
+        ``d·r``, a pooling or ×2 up-sampling one frame of the finer level, an attention layer its query block and
+        flanks). 2.7 k frames for the released U-Net: more than the original's 2584-frame chunks, so no output
+        frame of a chunk can be computed exactly from less than the whole chunk."""
+        radius, scale = 0, 1
+        for block in self.encoder:
+            radius += scale * _d3_radius(block) + scale  # then the 2×2 pooling
+            scale *= 2
+        for layer in self.attention:
+            assert isinstance(layer, nn.Sequential)
+            attn = layer[0]
+            assert isinstance(attn, LocalAttention2d)
+            # the 3×3 qkv convolution, the query block and its flanks, the 3×3 output convolution
+            radius += scale * (2 + attn.query_shape - 1 + attn.memory_flange)
+        for step in self.decoder:
+            assert isinstance(step, nn.Sequential)
+            radius += scale * _d3_radius(step[0]) + scale  # then the ×2 transposed convolution (3 taps)
+            scale //= 2
+        return radius + scale + 2  # the head: ×2 transposed convolution (5 taps), then a 3×3 convolution of dilation 2
+
+    def forward_tiled(self, spec: Tensor, tile: int = 256) -> Tensor:
+        """:meth:`forward`'s masks for ``spec (batch, channels, bins, frames)`` (to float rounding), with the
+        high-resolution stages computed in time tiles of about ``tile`` frames of their level: the encoder levels
+        at full and half resolution, the last decoder level and the head. Returns ``(batch, 4, channels, bins,
+        frames)``.
+
+        Cutting the whole network into tiles with exact margins gains nothing: :meth:`time_radius` is longer
+        than the original's chunks. Each of those stages is local, though: a D3 block reads ``Σ(2**L − 1)`` frames
+        either side, a pooling or ×2 transposed convolution a frame or two. So each is run on tiles with those
+        margins (tile starts on its pooling grid), the tiles cut only at the input's own edges or inside the
+        margins, where their zero paddings differ from the whole input's; the low-resolution middle (the
+        attention, whose reach is the whole input) runs as in :meth:`forward`. Memory: that of the middle and of
+        the whole-input tensors between the stages (the skips at ½ and ¼ resolution), instead of the full-resolution
+        activations of the whole input (a 2584-frame chunk of the released U-Net: see benchmarks/bench_memory.py).
+        """
+        batch, channels, bins, frames = spec.shape
+        if channels != self.nb_channels:
+            raise ValueError(f"UNetAttn: expected {self.nb_channels} channels, got {channels}")
+        if tile < 1:
+            raise ValueError(f"UNetAttn.forward_tiled: tile must be >= 1 frame, got {tile}")
+        if len(self.decoder) == 0:  # a single level: nothing at high resolution apart from the encoder's first
+            return self.forward(spec)
+        used = min(bins, self.max_bins)
+        if self.legacy:
+            x = spec[:, :, :used]
+        else:
+            padded_frames = (frames + self.multiple - 1) // self.multiple * self.multiple
+            x = F.pad(spec[:, :, :used], [0, padded_frames - frames, 0, self.padded_bins - used])
+        x = x.contiguous(memory_format=torch.channels_last)
+
+        skips: list[Tensor] = []
+        for i, block in enumerate(self.encoder):
+            x = _pooled_in_tiles(block, x, tile) if i < 2 else F.avg_pool2d(block(x), 2)
+            skips.append(x)
+        skips.pop()
+        if len(self.attention) > 0:
+            a = x
+            for layer in self.attention:
+                a = layer(a)
+            x = torch.cat([x, a], 1)
+        for step in self.decoder[:-1]:
+            x = self._up_and_join(step(x), skips.pop())
+        last = self.decoder[-1]
+        assert isinstance(last, nn.Sequential)
+        x = _in_tiles(last[0], x, tile)  # its D3 block at ¼ resolution
+        masks = torch.sigmoid(self._head_in_tiles(last[1:], x, skips.pop(), tile))
+        if self.legacy:
+            masks = F.pad(masks, [0, frames - masks.shape[3], 0, bins - masks.shape[2]], value=0.25)
+        else:
+            masks = masks[:, :, :used, :frames]
+            if bins > used:
+                masks = torch.cat([masks, masks[:, :, used - 1 :].expand(-1, -1, bins - used, -1)], 2)
+        return masks.reshape(batch, self.nb_sources, channels, bins, frames)
+
+    def _up_and_join(self, y: Tensor, skip: Tensor) -> Tensor:
+        """A decoder step's up-sampled output joined to its skip, as :meth:`forward` (legacy: the original's zero
+        padding of the ``2n − 1`` frames and bins up to the skip's)."""
+        if self.legacy:
+            y = F.pad(y, [0, skip.shape[3] - y.shape[3], 0, skip.shape[2] - y.shape[2]])
+        return torch.cat([y, skip], 1)
+
+    def _head_in_tiles(self, up: nn.Module, x: Tensor, skip: Tensor, tile: int) -> Tensor:
+        """``head(join(up(x), skip))`` before the sigmoid, in tiles: ``x`` at ¼ resolution, ``skip`` at ½, the
+        result at full resolution (legacy: ``2·frames(skip) − 1`` frames).
+
+        Output frame ``t`` reads joined frames ``⌈t/2⌉ − 2 … ⌊t/2⌋ + 2``, and joined frame ``u`` reads ``x``'s
+        ``⌈(u − 1)/2⌉ … ⌊(u + 1)/2⌋``: three frames of ``x`` either side are enough."""
+        frames, half = x.shape[-1], skip.shape[-1]
+        out_frames = 2 * half - 1 if self.legacy else 2 * half
+        step = max(1, tile // 2)  # joined frames per tile
+        pieces = []
+        for u0 in range(0, half, step):
+            u1 = min(u0 + step, half)
+            v0, v1 = max(0, u0 // 2 - 3), min(frames, u1 // 2 + 3)
+            s, e = 2 * v0, (half if v1 == frames else 2 * v1)  # the joined frames the tile computes
+            y = up(x[..., v0:v1].contiguous(memory_format=torch.channels_last))
+            if self.legacy or y.shape[3] != e - s:  # legacy: 2n − 1 frames, zero-padded as in forward
+                y = F.pad(y, [0, e - s - y.shape[3], 0, skip.shape[2] - y.shape[2]])
+            out = self.head(torch.cat([y, skip[..., s:e]], 1))  # starts at output frame 2s
+            a, b = 2 * u0, (2 * u1 if u1 < half else out_frames)
+            pieces.append(out[..., a - 2 * s : b - 2 * s])
+        return torch.cat(pieces, -1)
+
+
+def _d3_radius(block: nn.Module) -> int:
+    """Frames either side that a :class:`D3Block`'s output reads at its level: ``2**L − 1`` per D2 block (its
+    layers' 3×3 convolutions of dilations 1 … 2**(L − 1) in a chain)."""
+    assert isinstance(block, D3Block)
+    radius = 0
+    for d2 in block.blocks:
+        assert isinstance(d2, D2Block)
+        radius += 2**d2.L - 1
+    return radius
+
+
+def _in_tiles(block: nn.Module, x: Tensor, tile: int) -> Tensor:
+    """``block(x)`` for a :class:`D3Block` (same number of frames), computed on tiles of ``tile`` frames with
+    margins of its reach."""
+    frames, margin = x.shape[-1], _d3_radius(block)
+    if frames <= tile:
+        return block(x)
+    pieces = []
+    for p in range(0, frames, tile):
+        q = min(p + tile, frames)
+        s, e = max(0, p - margin), min(frames, q + margin)
+        pieces.append(block(x[..., s:e].contiguous(memory_format=torch.channels_last))[..., p - s : q - s])
+    return torch.cat(pieces, -1)
+
+
+def _pooled_in_tiles(block: nn.Module, x: Tensor, tile: int) -> Tensor:
+    """``avg_pool2d(block(x), 2)`` for a :class:`D3Block`, on tiles of about ``tile`` input frames with margins of
+    its reach; tiles start on even frames, so each pools the pairs the whole input pools (legacy: an odd last
+    frame is dropped in both)."""
+    frames = x.shape[-1]
+    margin = _d3_radius(block) + 1  # the pair's second frame
+    margin += margin % 2
+    step = max(1, tile // 2)  # pooled frames per tile
+    if frames <= tile or frames < 2:
+        return F.avg_pool2d(block(x), 2)
+    pieces = []
+    for p in range(0, frames // 2, step):
+        q = min(p + step, frames // 2)
+        s, e = max(0, 2 * p - margin), min(frames, 2 * q + margin)
+        y = F.avg_pool2d(block(x[..., s:e].contiguous(memory_format=torch.channels_last)), 2)
+        pieces.append(y[..., p - s // 2 : q - s // 2])
+    return torch.cat(pieces, -1)

@@ -16,6 +16,7 @@ from ..defaults import SPECTRAL_SEGMENT_FRAMES, WAVEFORM_SEGMENT_SECONDS
 from ..errors import CheckpointError
 from ..export import LoadedModel, check_contract
 from ..models.demucs import DemucsSplit
+from ..models.unet import UNetAttn
 from ..spectral import frame_span, num_frames, reflect_pads
 from .timeline import StreamingISTFT, _equal_length_groups, _FrameStore, _Timeline, crossfade, plan_segments
 from .tracks import TrackReader, _read_padded
@@ -27,6 +28,7 @@ WAVEFORM_BATCH = 3
 # what danna-sep 1.0.2 did (``original=True``; its 1024 zeros after the track: separator.ORIGINAL_END_PAD): the U-Net
 # on non-overlapping chunks of 2584 frames (≈ 60 s), Demucs fed [22050 zeros | track] and clamped to ±0.99
 ORIGINAL_UNET_CHUNK = 2584
+ORIGINAL_UNET_TILE = 256  # UNetAttn.forward_tiled's tiles (frames of each tiled level) for those chunks
 ORIGINAL_SHORT_CHUNK = 128  # a last chunk too short for the U-Net's poolings: zero-padded to this (its GPU path)
 ORIGINAL_CLAMP = 0.99
 # --original with an eager DemucsSplit (the imported release): the whole track, computed exactly in output chunks
@@ -131,9 +133,18 @@ def _spectral_stream(
     info, dev = model.info, model.device
     n_fft, hop = info.n_fft, info.hop_length
     total = num_frames(reader.length, hop)
+    tiled: Callable[[Tensor], Tensor] | None = None
     if options.original and role == "unet":  # the original's chunks, side by side
         segments = [(a, min(a + ORIGINAL_UNET_CHUNK, total)) for a in range(0, total, ORIGINAL_UNET_CHUNK)]
         ramp = 0
+        # our eager U-Net: each chunk's masks with its high-resolution stages in tiles (UNetAttn.forward_tiled,
+        # the same masks); a TorchScript/ONNX file (the release itself) runs each chunk at once, as the original
+        # did (~10 GB for a full chunk of the released U-Net)
+        if isinstance(model.module, UNetAttn):
+            module = model.module
+
+            def tiled(x: Tensor) -> Tensor:
+                return module.forward_tiled(x.to(dev, torch.float32).contiguous(), ORIGINAL_UNET_TILE)
     else:
         seg, stride = _segment_frames(model, total, options)
         segments = plan_segments(total, seg, stride, info.frame_multiple)
@@ -157,7 +168,7 @@ def _spectral_stream(
         # (its CPU path crashed there)
         pad = max(ORIGINAL_SHORT_CHUNK, info.frame_multiple) if options.original else info.frame_multiple
         short = b - a < info.frame_multiple
-        out = calls.run(model, F.pad(mag, [0, pad - (b - a)]) if short else mag)
+        out = calls.run(model, F.pad(mag, [0, pad - (b - a)]) if short else mag, tiled)
         out = out[..., : b - a]
         calls.check(model, out, mag)
         with torch.inference_mode():  # the model's output is an inference tensor: weighted in place, kept
