@@ -37,11 +37,14 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
-# benchmark-only peers (installed without their heavy dependency trees)
+# issue 19's one table (benchmarks/bench_table.py): the benchmark-only peers first (installed without their heavy
+# dependency trees), then every separation row, the goals and the training steps (batch 1 here: the configs' own
+# batches take longer than the rest together on 2 cores; `make bench BENCH_ARGS=` runs them; "--seconds 10": quick)
+BENCH_ARGS ?= --train-batch 1
 bench: $(STAMP)
 	$(PIP) install -q --no-deps openunmix demucs
 	$(PIP) install -q einops  # imported by demucs.demucs
-	for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+	$(PY) benchmarks/bench_table.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .demo

@@ -16,6 +16,8 @@ peak RSS is its own) and its time includes loading the models, as a user's comma
   blocks of frames) through each.
 
 Each run's stems are compared with the original's (SDR per stem, dB: 10 log10 |ref|² / |ref - est|²).
+``--option KEY=VALUE`` (repeatable, as in ``bench_separate.py``) goes to ``Separator.from_checkpoints`` in the
+``danna-sep`` modes.
 
     .venv/bin/python benchmarks/bench_released.py [--seconds 58] [--threads 2] [--repeat 1]
                                                   [--skip MODE,...] [--cache .bench/released-full]
@@ -32,13 +34,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_separate import SAMPLE_RATE, make_song, measure
+from bench_separate import SAMPLE_RATE, make_song, measure, parse_options
 
 REPO = Path(__file__).resolve().parents[1]
 MODES = ("original", "preset-released", "preset-imported", "default-released", "default-imported")
 
 
-def child(mode: str, wav_path: str, out_dir: str, cache: str) -> dict:
+def child(mode: str, wav_path: str, out_dir: str, cache: str, options: dict | None = None) -> dict:
     from danna_sep import SOURCES
     from danna_sep.audio import load_audio, save_audio
 
@@ -64,7 +66,7 @@ def child(mode: str, wav_path: str, out_dir: str, cache: str) -> dict:
 
         preset, which = mode.split("-")
         sep = Separator.from_checkpoints(
-            folder, imported=which == "imported", original=preset == "preset", device="cpu"
+            folder, imported=which == "imported", original=preset == "preset", device="cpu", **(options or {})
         )
         sep.separate_to_files(wav_path, {s: out / f"{s}.wav" for s in SOURCES}, subtype="FLOAT", overwrite=True)
         models = sep.describe_models()
@@ -104,6 +106,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--skip", default="", help="comma-separated modes to leave out: " + ", ".join(MODES))
     parser.add_argument("--cache", type=Path, default=REPO / ".bench" / "released-full")
+    parser.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE", help="a Separator keyword for danna-sep modes"
+    )
     parser.add_argument("--child", nargs=3, metavar=("MODE", "WAV", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--default-malloc", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--build", action="store_true", help=argparse.SUPPRESS)
@@ -120,7 +125,7 @@ def main() -> None:
 
         keep_freed_memory()  # as the danna commands do; the original's run gets it too
         torch.set_num_threads(args.threads)
-        print(json.dumps(child(*args.child, cache=str(args.cache))))
+        print(json.dumps(child(*args.child, cache=str(args.cache), options=parse_options(args.option))))
         return
 
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -142,7 +147,14 @@ def main() -> None:
                 out = Path(tmp) / mode
                 out.mkdir(exist_ok=True)
                 runs.append(
-                    measure(mode, song, args.threads, script=__file__, out_dir=out, extra=["--cache", str(args.cache)])
+                    measure(
+                        mode,
+                        song,
+                        args.threads,
+                        script=__file__,
+                        out_dir=out,
+                        extra=["--cache", str(args.cache), *(f"--option={o}" for o in args.option)],
+                    )
                 )
             ok = [r for r in runs if "error" not in r]
             best = min(ok, key=lambda r: r["seconds"]) if ok else runs[0]

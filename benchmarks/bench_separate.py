@@ -14,7 +14,13 @@ memory do not depend on the values. Every measurement runs in its own process, s
   covariances over the whole song (the original danna-sep's pipeline), stems kept in memory and saved at the end;
 - ``demucs``: ``demucs.apply.apply_model`` (split into 8-ish-second chunks with 25 % overlap, ``shifts=1``) with a
   ``demucs.demucs.Demucs(channels=48)`` (random weights) on the whole song held in memory, as ``demucs`` does;
-- ``ours-xumx``, ``ours-unet``, ``ours-demucs`` (``--variants``): ours with one model at a time (weight 1).
+- ``ours-xumx``, ``ours-unet``, ``ours-demucs`` (``--variants``): ours with one model at a time (weight 1);
+- ``ours-fast`` (``--variants``): ours with the ``--fast`` blend (U-Net + Demucs, the original's weights);
+- ``demucs-lstm2`` (``--variants``): ``demucs`` with ``lstm_layers=2`` (the v2 bottleneck BiLSTM, as in Demucs-48
+  v2 and our Demucs).
+
+``--option KEY=VALUE`` (repeatable; VALUE read as JSON, else as a string) goes to every ``Separator`` of our
+modes as a keyword argument, so that a new separator option can be benchmarked without a new mode.
 
 Peak RSS is the larger of the process's own ``ru_maxrss`` and psutil samples taken every 0.1 s; ``models`` is the
 RSS once the models are built (before separating). The CPU is shared with other jobs, so times are noisy: repeat
@@ -43,6 +49,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_RATE = 44100
+MODES = ("ours", "original", "demucs")  # the default run
+VARIANTS = ("ours-parallel", "ours-fast", "ours-xumx", "ours-unet", "ours-demucs", "demucs-lstm2")  # --variants
 
 
 # ------------------------------------------------------------------------------------------------------- child
@@ -70,21 +78,36 @@ def _danna_models(roles):
     return models
 
 
-def child(mode: str, wav_path: str, out_dir: str) -> dict:
+def parse_options(pairs: Sequence[str]) -> dict:
+    """``["precision=\"bf16\"", "niter=2"]`` → keyword arguments (values as JSON where they parse, else strings)."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--option wants KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def child(mode: str, wav_path: str, out_dir: str, options: dict | None = None) -> dict:
     import torch
 
     from danna_sep import SOURCES
-    from danna_sep.blend import ORIGINAL_BAG, Bag
+    from danna_sep.blend import FAST_BAG, ORIGINAL_BAG, Bag
 
+    options = options or {}
     result = {"mode": mode}
-    if mode == "demucs":
+    if mode in ("demucs", "demucs-lstm2"):
         from demucs.apply import apply_model
         from demucs.demucs import Demucs
 
         from danna_sep.audio import load_audio, save_audio
 
         torch.manual_seed(0)
-        model = Demucs(sources=list(SOURCES), channels=48).eval()
+        model = Demucs(sources=list(SOURCES), channels=48, lstm_layers=2 if mode == "demucs-lstm2" else 0).eval()
         result["models_mb"] = _rss_mb()
         start = time.perf_counter()
         wav, _ = load_audio(wav_path)
@@ -100,7 +123,9 @@ def child(mode: str, wav_path: str, out_dir: str) -> dict:
         from danna_sep.audio import load_audio, save_audio
         from danna_sep.separate import Separator
 
-        if mode.startswith("ours-") and mode != "ours-parallel":
+        if mode == "ours-fast":
+            bag = FAST_BAG
+        elif mode.startswith("ours-") and mode != "ours-parallel":
             role = mode.split("-", 1)[1]
             bag = Bag(models=[role], weights=[[1.0] * 4])
         else:
@@ -116,13 +141,13 @@ def child(mode: str, wav_path: str, out_dir: str) -> dict:
 
         start = time.perf_counter()
         if mode == "original":
-            sep = Separator(models, bag, split=False, wiener_window=None, progress=progress)
+            sep = Separator(models, bag, split=False, wiener_window=None, progress=progress, **options)
             wav, _ = load_audio(wav_path)
             stems = sep.separate(wav, SAMPLE_RATE)
             for stem, data in stems.items():
                 save_audio(Path(out_dir) / f"{stem}.wav", data, SAMPLE_RATE, "FLOAT")
         else:
-            sep = Separator(models, bag, parallel=mode == "ours-parallel", progress=progress)
+            sep = Separator(models, bag, parallel=mode == "ours-parallel", progress=progress, **options)
             if mode == "ours-parallel":
                 torch.set_num_threads(max(1, torch.get_num_threads() // sep.stream_count()))
             sep.separate_to_files(
@@ -211,6 +236,9 @@ def main() -> None:
         help="leave glibc's malloc as it is in every run (default: keep_freed_memory() in all runs, "
         "the peer's too, as the danna commands do)",
     )
+    parser.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE", help="a Separator keyword for our modes"
+    )
     parser.add_argument("--child", nargs=3, metavar=("MODE", "WAV", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -222,18 +250,18 @@ def main() -> None:
         if not args.default_malloc:
             keep_freed_memory()
         torch.set_num_threads(args.threads)
-        print(json.dumps(child(*args.child)))
+        print(json.dumps(child(*args.child, options=parse_options(args.option))))
         return
 
-    variants = ["ours-parallel", "ours-xumx", "ours-unet", "ours-demucs"]
-    modes = ["ours", "original", "demucs"] + (variants if args.variants else [])
+    modes = [*MODES, *(VARIANTS if args.variants else ())]
     modes = [m for m in modes if m not in set(args.skip.split(","))]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         song = Path(tmp) / "song.wav"
         make_song(song, args.seconds)
         for mode in modes:
-            runs = [measure(mode, song, args.threads, args.default_malloc) for _ in range(args.repeat)]
+            extra = [f"--option={o}" for o in args.option]
+            runs = [measure(mode, song, args.threads, args.default_malloc, extra=extra) for _ in range(args.repeat)]
             ok = [r for r in runs if "error" not in r]
             best = min(ok, key=lambda r: r["seconds"]) if ok else runs[0]
             rows.append((mode, args.seconds, best))

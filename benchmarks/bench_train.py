@@ -54,11 +54,13 @@ class RandomStems(Dataset):
         return self.stems[i].sum(0), self.stems[i]
 
 
-def trainer_for(name: str, augment: bool) -> tuple[Trainer, tuple[Tensor, Tensor]]:
+def trainer_for(name: str, augment: bool, batch: int = 1) -> tuple[Trainer, tuple[Tensor, Tensor]]:
+    """The trainer of ``name``'s full config (fp32, no gradient accumulation) and one batch of ``batch`` random
+    chunks of the config's length."""
     cfg = load_config(
         configs_dir() / f"{CONFIGS[name]}.json",
         [
-            "data_loader.train.batch_size=1",
+            f"data_loader.train.batch_size={batch}",
             "data_loader.train.num_workers=0",
             "trainer.amp_enabled=false",
             f"device_augment.enabled={'true' if augment else 'false'}",
@@ -66,7 +68,7 @@ def trainer_for(name: str, augment: bool) -> tuple[Trainer, tuple[Tensor, Tensor
         ],
     )
     samples = round(cfg["dataset"]["train"]["args"]["seq_duration"] * SAMPLE_RATE)
-    data = RandomStems(2, samples)
+    data = RandomStems(max(2, batch), samples)
     trainer = Trainer(
         cfg,
         device=torch.device("cpu"),
@@ -77,8 +79,8 @@ def trainer_for(name: str, augment: bool) -> tuple[Trainer, tuple[Tensor, Tensor
         tensorboard=False,
     )
     trainer.prepare()
-    mix, stems = data[0]
-    return trainer, (mix[None], stems[None])
+    stems = data.stems[:batch]
+    return trainer, (stems.sum(1), stems)
 
 
 def open_unmix_peer() -> nn.Module:
