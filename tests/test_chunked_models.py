@@ -142,6 +142,14 @@ def test_unet_tiled_equals_forward(legacy, frames):
             assert (got - ref).abs().max() < 1e-5, (tile, (got - ref).abs().max())
 
 
+def test_unet_tiled_equals_forward_at_the_released_depth_on_an_original_chunk():
+    # six levels as released: odd sizes from the third pooling on (2584 → … → 323 → 161 → 80 → 40 frames)
+    model = unet(True, levels=6, k=2, max_bins=130)
+    x = torch.rand(1, 2, 140, 2584)
+    with torch.no_grad():
+        assert (model.forward_tiled(x, 256) - model(x)).abs().max() < 1e-5
+
+
 def test_unet_tiled_equals_forward_folded_and_batched():
     model = fold_batchnorm(unet(True))
     x = torch.rand(2, 2, 45, 333)

@@ -414,25 +414,27 @@ class UNetAttn(nn.Module):
 
     def forward_tiled(self, spec: Tensor, tile: int = 256) -> Tensor:
         """:meth:`forward`'s masks for ``spec (batch, channels, bins, frames)`` (to float rounding), with the
-        high-resolution stages computed in time tiles of about ``tile`` frames of their level: the encoder levels
-        at full and half resolution, the last decoder level and the head. Returns ``(batch, 4, channels, bins,
-        frames)``.
+        high-resolution stages computed in time tiles: ``(batch, 4, channels, bins, frames)``.
 
-        Cutting the whole network into tiles with exact margins gains nothing: :meth:`time_radius` is longer
-        than the original's chunks. Each of those stages is local, though: a D3 block reads ``Σ(2**L − 1)`` frames
-        either side, a pooling or ×2 transposed convolution a frame or two. So each is run on tiles with those
-        margins (tile starts on its pooling grid), the tiles cut only at the input's own edges or inside the
-        margins, where their zero paddings differ from the whole input's; the low-resolution middle (the
-        attention, whose reach is the whole input) runs as in :meth:`forward`. Memory: that of the middle and of
-        the whole-input tensors between the stages (the skips at ½ and ¼ resolution), instead of the full-resolution
-        activations of the whole input (a 2584-frame chunk of the released U-Net: see benchmarks/bench_memory.py).
+        Cutting the whole network into sub-chunks with exact margins gains nothing: :meth:`time_radius` is
+        longer than the original's 2584-frame chunks. Its high-resolution stages are local, though: a D3 block
+        reads ``Σ(2**L − 1)`` frames either side, a pooling or ×2 transposed convolution a frame or two. So the
+        encoder levels at full, ½ and ¼ resolution (tiles of ``tile`` frames of their level, starting on even
+        frames), the last decoder level's D3 block (``tile / 2`` frames, on the join of the step before with its
+        skip, which is never formed whole) and its up-sampling with the head (``tile`` output frames) run on
+        tiles with those margins, cut only at the input's own edges (where the zero paddings and the legacy
+        flooring are the whole input's) or inside the margins; the low-resolution middle (the attention, whose
+        reach is the whole input) runs as in :meth:`forward`. What stays whole are the tensors between the stages
+        (the skips at ½ and ¼ resolution, the last D3 block's output), not the full-resolution activations: a
+        2584-frame chunk of the released U-Net peaks at ~3.5 GB instead of ~10 GB (benchmarks/bench_memory.py),
+        at about the same speed.
         """
         batch, channels, bins, frames = spec.shape
         if channels != self.nb_channels:
             raise ValueError(f"UNetAttn: expected {self.nb_channels} channels, got {channels}")
         if tile < 1:
             raise ValueError(f"UNetAttn.forward_tiled: tile must be >= 1 frame, got {tile}")
-        if len(self.decoder) == 0:  # a single level: nothing at high resolution apart from the encoder's first
+        if len(self.decoder) < 2:  # two levels or fewer: nothing worth tiling
             return self.forward(spec)
         used = min(bins, self.max_bins)
         if self.legacy:
@@ -444,7 +446,8 @@ class UNetAttn(nn.Module):
 
         skips: list[Tensor] = []
         for i, block in enumerate(self.encoder):
-            x = _pooled_in_tiles(block, x, tile) if i < 2 else F.avg_pool2d(block(x), 2)
+            # levels at full, ½ and ¼ resolution (their D3 blocks read 62, 30 and 14 frames either side)
+            x = _pooled_in_tiles(block, x, tile) if i < 3 else F.avg_pool2d(block(x), 2)
             skips.append(x)
         skips.pop()
         if len(self.attention) > 0:
@@ -452,11 +455,14 @@ class UNetAttn(nn.Module):
             for layer in self.attention:
                 a = layer(a)
             x = torch.cat([x, a], 1)
-        for step in self.decoder[:-1]:
+        for step in self.decoder[:-2]:
             x = self._up_and_join(step(x), skips.pop())
-        last = self.decoder[-1]
+        up, last = self.decoder[-2:]
         assert isinstance(last, nn.Sequential)
-        x = _in_tiles(last[0], x, tile)  # its D3 block at ¼ resolution
+        # the last D3 block at ¼ resolution, on tiles of the join of the step before with its skip (the whole join
+        # is never formed)
+        # (tiles of half the size: at 556 channels the block's activations per frame are the largest of all)
+        x = _in_tiles(last[0], self._padded_up(up(x), skips[-1]), skips.pop(), max(1, tile // 2))
         masks = torch.sigmoid(self._head_in_tiles(last[1:], x, skips.pop(), tile))
         if self.legacy:
             masks = F.pad(masks, [0, frames - masks.shape[3], 0, bins - masks.shape[2]], value=0.25)
@@ -467,11 +473,15 @@ class UNetAttn(nn.Module):
         return masks.reshape(batch, self.nb_sources, channels, bins, frames)
 
     def _up_and_join(self, y: Tensor, skip: Tensor) -> Tensor:
-        """A decoder step's up-sampled output joined to its skip, as :meth:`forward` (legacy: the original's zero
-        padding of the ``2n − 1`` frames and bins up to the skip's)."""
+        """A decoder step's up-sampled output joined to its skip, as :meth:`forward`."""
+        return torch.cat([self._padded_up(y, skip), skip], 1)
+
+    def _padded_up(self, y: Tensor, skip: Tensor) -> Tensor:
+        """A decoder step's up-sampled output, ready to join its skip (legacy: the original's zero padding of the
+        ``2n − 1`` frames and bins up to the skip's)."""
         if self.legacy:
             y = F.pad(y, [0, skip.shape[3] - y.shape[3], 0, skip.shape[2] - y.shape[2]])
-        return torch.cat([y, skip], 1)
+        return y
 
     def _head_in_tiles(self, up: nn.Module, x: Tensor, skip: Tensor, tile: int) -> Tensor:
         """``head(join(up(x), skip))`` before the sigmoid, in tiles: ``x`` at ¼ resolution, ``skip`` at ½, the
@@ -507,18 +517,30 @@ def _d3_radius(block: nn.Module) -> int:
     return radius
 
 
-def _in_tiles(block: nn.Module, x: Tensor, tile: int) -> Tensor:
-    """``block(x)`` for a :class:`D3Block` (same number of frames), computed on tiles of ``tile`` frames with
-    margins of its reach."""
-    frames, margin = x.shape[-1], _d3_radius(block)
-    if frames <= tile:
-        return block(x)
-    pieces = []
+def _in_tiles(block: nn.Module, first: Tensor, second: Tensor, tile: int) -> Tensor:
+    """``block(cat([first, second], 1))`` for a :class:`D3Block` (same number of frames), computed on tiles of
+    ``tile`` frames with margins of its reach."""
+    frames, margin = first.shape[-1], _d3_radius(block)
+    out: Tensor | None = None
     for p in range(0, frames, tile):
         q = min(p + tile, frames)
         s, e = max(0, p - margin), min(frames, q + margin)
-        pieces.append(block(x[..., s:e].contiguous(memory_format=torch.channels_last))[..., p - s : q - s])
-    return torch.cat(pieces, -1)
+        x = torch.cat([first[..., s:e], second[..., s:e]], 1).contiguous(memory_format=torch.channels_last)
+        y = block(x)
+        del x
+        out = _into(out, y[..., p - s : q - s], p, frames)
+    assert out is not None
+    return out
+
+
+def _into(out: Tensor | None, piece: Tensor, start: int, frames: int) -> Tensor:
+    """Write ``piece`` at frame ``start`` of ``out`` (allocated at the first piece, ``frames`` long, channels-last):
+    no concatenation that would hold the pieces and their result at once."""
+    if out is None:
+        shape = (piece.shape[0], piece.shape[1], piece.shape[2], frames)
+        out = piece.new_empty(shape).contiguous(memory_format=torch.channels_last)
+    out[..., start : start + piece.shape[-1]] = piece
+    return out
 
 
 def _pooled_in_tiles(block: nn.Module, x: Tensor, tile: int) -> Tensor:
@@ -531,10 +553,11 @@ def _pooled_in_tiles(block: nn.Module, x: Tensor, tile: int) -> Tensor:
     step = max(1, tile // 2)  # pooled frames per tile
     if frames <= tile or frames < 2:
         return F.avg_pool2d(block(x), 2)
-    pieces = []
+    out: Tensor | None = None
     for p in range(0, frames // 2, step):
         q = min(p + step, frames // 2)
         s, e = max(0, 2 * p - margin), min(frames, 2 * q + margin)
         y = F.avg_pool2d(block(x[..., s:e].contiguous(memory_format=torch.channels_last)), 2)
-        pieces.append(y[..., p - s // 2 : q - s // 2])
-    return torch.cat(pieces, -1)
+        out = _into(out, y[..., p - s // 2 : q - s // 2], p, frames // 2)
+    assert out is not None
+    return out
