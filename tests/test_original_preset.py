@@ -120,11 +120,21 @@ def recording(model: LoadedModel) -> Iterator[list[Tensor]]:
         calls.append(x.detach().clone())
         return inner(x)
 
+    def recorded_tiled(x: Tensor, tile: int) -> Tensor:
+        calls.append(x.detach().clone())
+        return tiled(x, tile)
+
     model._fn = recorded
+    # --original runs an eager U-Net's chunks through its forward_tiled (the same masks, less memory)
+    tiled = getattr(model.module, "forward_tiled", None)
+    if tiled is not None:
+        model.module.forward_tiled = recorded_tiled
     try:
         yield calls
     finally:
         model._fn = inner
+        if tiled is not None:
+            del model.module.forward_tiled
 
 
 # ------------------------------------------------------------------------------------------------------ fixtures
