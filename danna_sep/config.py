@@ -127,6 +127,11 @@ class TrainerConfig(_Section):
     cum_steps: int = Field(default=1, ge=1, description="gradient accumulation: micro-batches per optimizer step")
     amp_enabled: bool = False
     amp_dtype: Literal["float16", "bfloat16"] = "float16"
+    compile: bool = Field(
+        default=False,
+        description="torch.compile the model for the training steps (the first step compiles, minutes on a CPU; "
+        "validation runs eager); falls back to eager with a warning if compiling fails",
+    )
     grad_clip: float | None = Field(default=None, gt=0, description="max global gradient norm; null = no clipping")
     patience: int | None = Field(default=None, ge=1, description="early stopping: validations without a lower val loss")
     val_epoch_length: int | None = Field(

@@ -438,3 +438,54 @@ def test_checkpoint_file_names_need_no_quoting():
     assert file_stem("tiny  X-UMX v1.2") == "tiny_X-UMX_v1.2"
     assert file_stem("a/b: c") == "a_b_c"  # never a sub-folder or a drive letter
     assert file_stem(" / ") == "model"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# trainer.compile
+
+
+def test_compiled_training_steps_match_eager(tmp_path, monkeypatch):
+    # dynamo's graph capture and AOT autograd's joint forward/backward graph, as inductor gets them, but run eagerly:
+    # inductor's C++ code generation takes minutes on a CI core (its speed is benchmarks/bench_models.py's)
+    compile, compiled_models = torch.compile, []
+    monkeypatch.setattr(
+        torch, "compile", lambda model: compiled_models.append(model) or compile(model, backend="aot_eager")
+    )
+    # SGD: the update is the gradient, so the comparison sees gradient errors (Adam's first step is ±lr per weight,
+    # and flips sign with any rounding of a near-zero gradient)
+    cfg = tiny("unet_attn", "data_loader.train.batch_size=2", "optimizer.type=SGD", 'optimizer.args={"lr": 0.1}')
+    eager = run(cfg, tmp_path / "eager", max_steps=2)
+    assert not compiled_models
+    compiled = run({**cfg, "trainer": {**cfg["trainer"], "compile": True}}, tmp_path / "compiled", max_steps=2)
+    assert len(compiled_models) == 1
+    a, b = params(eager.last_checkpoint), params(compiled.last_checkpoint)
+    assert_same(a, b, exact=False, atol=1e-5)  # the bare module's names: no `_orig_mod.` in the checkpoint
+    from danna_sep.models import build_model
+
+    torch.manual_seed(cfg["trainer"]["seed"])  # the run's initial weights, as in the clipping test
+    init = build_model(cfg["arch"]).state_dict()
+    assert any(not torch.equal(init[k], b[k]) for k in init if init[k].is_floating_point())  # it did train
+
+
+def test_failed_compilation_trains_eager_with_a_warning(tmp_path, monkeypatch, capsys):
+    from torch._dynamo.exc import TorchDynamoException
+
+    class Broken(torch.nn.Module):  # what torch.compile returns when its backend fails at the first call
+        def forward(self, x):
+            raise TorchDynamoException("backend compiler failed: no C++ compiler found")
+
+    monkeypatch.setattr(torch, "compile", lambda model: Broken())
+    cfg = tiny("demucs_split", *DEMUCS)
+    eager = run(cfg, tmp_path / "eager", max_steps=2)
+    fallen = train(
+        {**cfg, "trainer": {**cfg["trainer"], "compile": True}},
+        train_set=ToyStems(8),
+        valid_set=ToyStems(2, random=False),
+        progress=False,
+        verbose=True,
+        workdir=tmp_path / "fallen",
+        tensorboard=False,
+        max_steps=2,
+    )
+    assert "warning: torch.compile failed (backend compiler failed: no C++ compiler found)" in capsys.readouterr().out
+    assert_same(params(eager.last_checkpoint), params(fallen.last_checkpoint))

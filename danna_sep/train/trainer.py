@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -93,6 +93,14 @@ def _size(dataset: Dataset, split: str) -> int:
     return len(dataset)
 
 
+def _compile_errors() -> tuple[type[Exception], ...]:
+    """What a failed ``torch.compile`` raises at its first call (imported only when an exception is raised)."""
+    from torch._dynamo.exc import TorchDynamoException
+    from torch._inductor.exc import CppCompileError
+
+    return TorchDynamoException, CppCompileError
+
+
 def file_stem(name: str) -> str:
     """The config's ``name`` as a file-name stem: runs of anything but letters, digits, ``.``, ``+``, ``-`` become
     one ``_`` ("UNet Attention" → "UNet_Attention"), so that checkpoint paths need no quoting in a shell.
@@ -166,7 +174,8 @@ class Trainer:
         self.writer = None
         self.log_dir: Path | None = None
         self._tensorboard = tensorboard and self.main
-        self.model: nn.Module = self.module  # DDP wrapper once `prepare` ran
+        self.model: nn.Module = self.module  # DDP wrapper (compiled with trainer.compile) once `prepare` ran
+        self._ddp: nn.parallel.DistributedDataParallel | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: Any = None
 
@@ -198,6 +207,11 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
         else:
             self.model = self.module
+        self._ddp = self.model if isinstance(self.model, nn.parallel.DistributedDataParallel) else None
+        if self.tr.compile:
+            # the DDP wrapper is compiled, not the module, so that dynamo splits the graph at DDP's buckets and
+            # gradient communication still overlaps the backward pass; checkpoints keep saving the bare module
+            self.model = cast(nn.Module, torch.compile(self.model))  # an OptimizedModule
         opt = build_optimization(self.cfg, self.module)
         self.optimizer, self.scheduler = opt.optimizer, opt.scheduler
         if state is not None and checkpoint:
@@ -274,11 +288,21 @@ class Trainer:
             mix, stems = self.augment(stems, gen)
         size, closes = self._group(b)
         sync = closes or self.world == 1
-        ddp = self.model if isinstance(self.model, nn.parallel.DistributedDataParallel) else None
-        ctx = ddp.no_sync() if ddp is not None and not sync else contextlib.nullcontext()
+        ctx = self._ddp.no_sync() if self._ddp is not None and not sync else contextlib.nullcontext()
         with ctx:
-            loss, extras, _ = self.forward_loss(self.model, mix, stems)
-            self.scaler.scale(loss / size).backward()
+            try:
+                loss, extras, _ = self.forward_loss(self.model, mix, stems)
+                self.scaler.scale(loss / size).backward()
+            except _compile_errors() as exc:
+                if self.model is self.module or self.model is self._ddp:
+                    raise
+                # compilation failed (no C++ compiler, an unsupported operator): train eager, this batch again;
+                # a failure raises before any gradient is accumulated, so nothing is counted twice
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                self.say(f"warning: torch.compile failed ({first[:200]}); training without it")
+                self.model = self._ddp or self.module
+                loss, extras, _ = self.forward_loss(self.model, mix, stems)
+                self.scaler.scale(loss / size).backward()
         if closes:
             optimizer = self._prepared_optimizer
             if self.tr.grad_clip is not None:
