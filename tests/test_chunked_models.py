@@ -1,5 +1,8 @@
-"""Exact chunked inference for ``--original``: ``DemucsSplit.forward_chunked`` and ``UNetAttn.forward_tiled``
-compute what ``forward`` computes on the whole input (to float rounding), and the ``--original`` streams use them."""
+"""Exact chunked inference for ``--original``: ``DemucsSplit.forward_chunked``, ``UNetAttn.forward_tiled`` and
+``X_UMX.forward_chunked`` compute what ``forward`` computes on the whole input (to float rounding), and the
+``--original`` streams use them."""
+
+import dataclasses
 
 import pytest
 import torch
@@ -8,6 +11,7 @@ from danna_sep.inference import ORIGINAL_DEMUCS_LEAD, LoadedModel, ModelInfo
 from danna_sep.models.demucs import DemucsSplit
 from danna_sep.models.fuse import fold_batchnorm
 from danna_sep.models.unet import UNetAttn
+from danna_sep.models.xumx import X_UMX
 from danna_sep.separate.streams import (
     ORIGINAL_UNET_CHUNK,
     ModelCalls,
@@ -210,3 +214,56 @@ def _spy(method, calls: list[str]):
         return method(self, *args, **kwargs)
 
     return wrapped
+
+
+def xumx() -> X_UMX:
+    torch.manual_seed(0)
+    model = X_UMX(n_fft=256, hidden_channels=16, max_bins=100, nb_layers=2).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm1d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+@pytest.mark.parametrize("folded", [False, True], ids=["plain", "folded"])
+def test_xumx_chunked_equals_forward(folded):
+    model = fold_batchnorm(xumx()) if folded else xumx()
+    x = torch.rand(2, 2, 129, 301)
+    with torch.no_grad():
+        ref = model(x)
+        for chunk in (1, 37, 1000):
+            got = model.forward_chunked(x, chunk)
+            assert got.shape == ref.shape
+            assert relative_error(got, ref) < 1e-6
+
+
+def test_xumx_still_scripts_and_scripted_forward_is_unchanged():
+    model = xumx()
+    scripted = torch.jit.script(model)
+    assert not hasattr(scripted, "forward_chunked")
+    x = torch.rand(1, 2, 129, 50)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), model(x))
+
+
+def test_original_xumx_stream_chunked_equals_the_whole_song_call(monkeypatch):
+    from danna_sep.separate import streams
+
+    monkeypatch.setattr(streams, "ORIGINAL_XUMX_CHUNK", 23)
+    model = xumx()
+    info = dataclasses.replace(ModelInfo.from_model(model), n_fft=256, hop_length=64)
+    wav = 0.3 * torch.randn(2, 200 * info.hop_length)
+    options = StreamOptions(None, 0.0, False, 1, None, True)
+    eager = LoadedModel.from_module(model, info)
+    whole = LoadedModel(eager.module, info, "torchscript", None, torch.device("cpu"))
+    calls: list[str] = []
+    monkeypatch.setattr(X_UMX, "forward_chunked", _spy(X_UMX.forward_chunked, calls))
+    reader, plain = TensorReader(wav), ModelCalls(False)
+    got = torch.cat(list(_spectral_stream(eager, reader, lambda _: None, plain, options, "xumx")), -1)
+    assert len(calls) == 1  # the whole song in one call, cut inside the model
+    ref = torch.cat(list(_spectral_stream(whole, reader, lambda _: None, plain, options, "xumx")), -1)
+    assert len(calls) == 1
+    assert got.shape == ref.shape == (4, 2, wav.shape[-1])
+    assert relative_error(got, ref) < 1e-5

@@ -134,6 +134,12 @@ class X_UMX(nn.Module):
         batch, channels, bins, frames = spec.shape
         if channels != self.nb_channels or bins != self.nb_bins:
             raise ValueError(f"X_UMX expects (batch, {self.nb_channels}, {self.nb_bins}, frames), got {spec.shape}")
+        cross_1 = self._bridge_1(spec)
+        return self._masks(cross_1, self._lstm_mean(cross_1, batch, frames), batch, frames)
+
+    def _bridge_1(self, spec: Tensor) -> Tensor:
+        """The per-frame encoders, averaged over the sources: ``spec`` → ``(hidden, batch·frames)``."""
+        batch, channels, frames = spec.shape[0], spec.shape[1], spec.shape[3]
         sources, hidden, max_bins = self.nb_sources, self.hidden_channels, self.max_bins
         n = batch * frames
 
@@ -149,13 +155,21 @@ class X_UMX(nn.Module):
             weight = self.encoder.weight.reshape(sources * hidden, channels * max_bins)
             h = torch.addmm(encoder_bias.unsqueeze(1), weight, x.reshape(channels * max_bins, n))
         h = torch.tanh(h).reshape(sources, hidden, n)
+        return h.mean(0)  # bridge 1: (hidden, batch·frames)
 
-        cross_1 = h.mean(0)  # bridge 1: (hidden, batch·frames)
+    def _lstm_mean(self, cross_1: Tensor, batch: int, frames: int) -> Tensor:
+        """The sources' BiLSTMs over the whole sequence, averaged: ``(hidden, batch·frames)``."""
+        hidden = self.hidden_channels
         seq = cross_1.reshape(hidden, batch, frames).permute(2, 1, 0)  # time-major (frames, batch, hidden)
         lstm_sum = torch.zeros_like(seq)
         for lstm in self.lstms:
             lstm_sum = lstm_sum + lstm(seq)[0]
-        lstm_mean = (lstm_sum / sources).permute(2, 1, 0).reshape(hidden, n)
+        return (lstm_sum / self.nb_sources).permute(2, 1, 0).reshape(hidden, batch * frames)
+
+    def _masks(self, cross_1: Tensor, lstm_mean: Tensor, batch: int, frames: int) -> Tensor:
+        """The per-frame decoders: both ``(hidden, batch·frames)`` → ``(batch, sources, channels, bins, frames)``."""
+        sources, hidden, channels, bins = self.nb_sources, self.hidden_channels, self.nb_channels, self.nb_bins
+        n = batch * frames
         cross_2 = torch.cat([cross_1, lstm_mean], 0)  # bridge 2: (2·hidden, batch·frames)
 
         weight = self.decoder1.weight.reshape(sources * hidden, 2 * hidden)
@@ -173,3 +187,28 @@ class X_UMX(nn.Module):
         else:
             y = torch.baddbmm(decoder2_bias, self.decoder2.weight, y).reshape(sources, channels, bins, batch, frames)
         return F.relu(y).permute(3, 0, 1, 2, 4).contiguous()
+
+    def forward_chunked(self, spec: Tensor, chunk: int = 512) -> Tensor:
+        """:meth:`forward`'s masks (to float rounding) with its per-frame layers run on ``chunk`` frames at a time:
+        only the BiLSTMs see the whole sequence (``hidden`` values per frame), so no whole-input activation but
+        the result ``(batch, sources, channels, bins, frames)`` exists (on a whole song, :meth:`forward` holds
+        about three times the result's size). Not part of the scripted model (forward does not call it)."""
+        batch, channels, bins, frames = spec.shape
+        if channels != self.nb_channels or bins != self.nb_bins:
+            raise ValueError(f"X_UMX expects (batch, {self.nb_channels}, {self.nb_bins}, frames), got {spec.shape}")
+        if chunk < 1:
+            raise ValueError(f"X_UMX.forward_chunked: chunk must be >= 1 frame, got {chunk}")
+        spans = [(a, min(a + chunk, frames)) for a in range(0, frames, chunk)]
+        # (hidden, batch, frames): the per-frame columns are batch-major within a chunk, as in forward
+        cross_1 = torch.cat(
+            [self._bridge_1(spec[..., a:b]).reshape(self.hidden_channels, batch, b - a) for a, b in spans], -1
+        )
+        lstm_mean = self._lstm_mean(cross_1.reshape(self.hidden_channels, -1), batch, frames)
+        lstm_mean = lstm_mean.reshape(self.hidden_channels, batch, frames)
+        out = spec.new_empty(batch, self.nb_sources, channels, bins, frames)
+        for a, b in spans:
+            n = batch * (b - a)
+            out[..., a:b] = self._masks(
+                cross_1[..., a:b].reshape(-1, n), lstm_mean[..., a:b].reshape(-1, n), batch, b - a
+            )
+        return out

@@ -17,6 +17,7 @@ from ..errors import CheckpointError
 from ..export import LoadedModel, check_contract
 from ..models.demucs import DemucsSplit
 from ..models.unet import UNetAttn
+from ..models.xumx import X_UMX
 from ..spectral import frame_span, num_frames, reflect_pads
 from .timeline import StreamingISTFT, _equal_length_groups, _FrameStore, _Timeline, crossfade, plan_segments
 from .tracks import TrackReader, _read_padded
@@ -28,6 +29,7 @@ WAVEFORM_BATCH = 3
 # what danna-sep 1.0.2 did (``original=True``; its 1024 zeros after the track: separator.ORIGINAL_END_PAD): the U-Net
 # on non-overlapping chunks of 2584 frames (≈ 60 s), Demucs fed [22050 zeros | track] and clamped to ±0.99
 ORIGINAL_UNET_CHUNK = 2584
+ORIGINAL_XUMX_CHUNK = 512  # frames per chunk of X_UMX.forward_chunked there (its BiLSTMs see the whole song)
 ORIGINAL_UNET_TILE = 256  # UNetAttn.forward_tiled's tiles (frames of each tiled level) for those chunks
 ORIGINAL_SHORT_CHUNK = 128  # a last chunk too short for the U-Net's poolings: zero-padded to this (its GPU path)
 ORIGINAL_CLAMP = 0.99
@@ -149,6 +151,14 @@ def _spectral_stream(
         seg, stride = _segment_frames(model, total, options)
         segments = plan_segments(total, seg, stride, info.frame_multiple)
         ramp = max(seg - stride, 0)
+        # the original's whole-song X-UMX call, through our eager X-UMX: its per-frame layers chunk by chunk (the
+        # same masks; a whole-song forward holds ~3 times the masks' size, ~5 GB for 10 minutes)
+        if options.original and isinstance(model.module, X_UMX):
+            xumx = model.module
+
+            def tiled(x: Tensor) -> Tensor:
+                return xumx.forward_chunked(x.to(dev, torch.float32).contiguous(), ORIGINAL_XUMX_CHUNK)
+
     window = torch.hann_window(n_fft, device=dev)
     reflect = reflect_pads(reader.length, n_fft)
     wdtype = torch.float32 if dev.type == "mps" else torch.float64  # MPS has no float64
