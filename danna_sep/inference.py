@@ -22,7 +22,9 @@ is called the same way whatever the format.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
+import threading
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
@@ -35,7 +37,7 @@ from torch import Tensor, nn
 
 from . import HOP_LENGTH, N_FFT, SAMPLE_RATE, SOURCES, PathLike
 from .checkpoints import MODEL_FILES, match_state_dict, read_checkpoint, strip_wrapper_prefixes
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .models.fuse import fold_batchnorm
 
 METADATA_KEY = "danna_sep.json"
@@ -262,6 +264,66 @@ def max_relative_error(a: Tensor, b: Tensor) -> float:
     return diff / scale if scale > 0 else diff
 
 
+# --------------------------------------------------------------------------------------------------- precision
+
+PRECISIONS = ("fp32", "bf16")
+"""Inference precisions (:meth:`LoadedModel.with_precision`, ``Separator(precision=...)``, ``danna-sep
+--precision``). ``fp32``: float32, exact, the default. ``bf16``: lossy, opt-in, for the models of
+:data:`BF16_ROLES`: on CPU oneDNN runs their float32 matrix products and LSTMs with bfloat16 operands
+(``torch.backends.mkldnn.fp32_precision``; activations stay float32 between layers), which only CPUs that
+multiply bfloat16 natively (AVX512-BF16 / AMX) do faster; on other devices ``torch.autocast`` to bfloat16.
+Files run by onnxruntime (``.onnx``) stay float32."""
+
+BF16_ROLES = ("xumx",)
+"""The models ``bf16`` applies to on CPU. ``benchmarks/bench_levers.py`` (2 cores of an AMX Xeon, full-size models,
+calibrated random weights, music-like input, SDR per source against fp32): X-UMX 47 dB, 3.1× faster alone on an
+idle machine, about 1.05× when other jobs share the cores. Left in float32: the U-Net (28 – 35 dB, slower:
+×0.73 – 0.92 under load) and Demucs (40 – 43 dB, ×0.75 under load)."""
+
+BF16_SDR_DB = 45.0
+"""The documented floor (dB) of a ``bf16`` model's SDR per source against its float32 output (47 dB measured on the
+full-size X-UMX; tested on the tiny models in ``tests/test_levers.py``)."""
+
+_onednn_lock = threading.Lock()
+_onednn_users = 0
+_onednn_saved = "none"
+
+
+@contextlib.contextmanager
+def _onednn_bf16() -> Iterator[None]:
+    """oneDNN's float32 math in bfloat16 while held. The setting is process-wide: counted, so that calls
+    overlapping in several threads (``Separator(parallel=True)``) restore it only when the last one ends."""
+    global _onednn_users, _onednn_saved
+    with _onednn_lock:
+        if _onednn_users == 0:
+            _onednn_saved = torch.backends.mkldnn.fp32_precision
+            torch.backends.mkldnn.fp32_precision = "bf16"
+        _onednn_users += 1
+    try:
+        yield
+    finally:
+        with _onednn_lock:
+            _onednn_users -= 1
+            if _onednn_users == 0:
+                torch.backends.mkldnn.fp32_precision = _onednn_saved
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a :class:`ConfigError` naming them."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    return precision
+
+
+def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """What a model call of ``precision`` on ``device`` runs under (see :data:`PRECISIONS`)."""
+    if check_precision(precision) == "fp32":
+        return contextlib.nullcontext()
+    if device.type == "cpu" and hasattr(torch.backends.mkldnn, "fp32_precision"):  # torch ≥ 2.9
+        return _onednn_bf16()
+    return torch.autocast(device.type, torch.bfloat16)
+
+
 # ----------------------------------------------------------------------------------------------------- loading
 
 
@@ -270,8 +332,11 @@ class LoadedModel:
 
     ``kind`` is ``"torchscript"``, ``"onnx"``, ``"checkpoint"`` (an eager model rebuilt from a training
     checkpoint) or ``"module"`` (wrapping an in-memory ``nn.Module``). Inputs may live on any device; outputs
-    are on :attr:`device`.
+    are on :attr:`device`, float32. ``precision``: what the calls compute in (:data:`PRECISIONS`;
+    :meth:`with_precision`).
     """
+
+    precision = "fp32"
 
     def __init__(
         self,
@@ -307,11 +372,28 @@ class LoadedModel:
     def name(self) -> str:
         return self.path.name if self.path else (self.info.arch or {}).get("type", "model")
 
+    def with_precision(self, precision: str, role: str | None = None) -> LoadedModel:
+        """This model computing in ``precision`` (:data:`PRECISIONS`; lossy but ``fp32``), sharing its weights.
+
+        On CPU ``bf16`` applies only to the roles in :data:`BF16_ROLES` (``role``, else the metadata's), where it
+        is faster; the others stay ``fp32``. Returns the model itself when nothing changes, and for files that
+        onnxruntime runs (float32 only)."""
+        check_precision(precision)
+        role = role or self.info.role
+        if precision == "bf16" and self.device.type == "cpu" and role not in BF16_ROLES:
+            precision = "fp32"
+        if precision == self.precision or self.kind == "onnx":
+            return self
+        other = copy.copy(self)
+        other.precision = precision
+        return other
+
     def __call__(self, x: Tensor) -> Tensor:
-        with torch.inference_mode():
+        with torch.inference_mode(), precision_context(self.precision, self.device):
             # contiguous: the released TorchScript models reshape their input with .view, which fails on a
             # transposed layout such as an STFT's magnitude
-            return self._fn(x.to(self.device, torch.float32).contiguous())
+            out = self._fn(x.to(self.device, torch.float32).contiguous())
+        return out if out.dtype == torch.float32 else out.float()
 
     def __repr__(self) -> str:
         return f"LoadedModel({self.name!r}, kind={self.kind}, domain={self.info.domain}, device={self.device})"
