@@ -12,8 +12,10 @@ memory do not depend on the values. Every measurement runs in its own process, s
   1) intra-op threads (``danna-sep --parallel``);
 - ``original``: the same models and blend, every model on the whole song at once and the Wiener filter's
   covariances over the whole song (the original danna-sep's pipeline), stems kept in memory and saved at the end;
-- ``demucs``: ``demucs.apply.apply_model`` (split into 8-ish-second chunks with 25 % overlap, ``shifts=1``) with a
-  ``demucs.demucs.Demucs(channels=48)`` (random weights) on the whole song held in memory, as ``demucs`` does;
+- ``demucs``: ``demucs.apply.apply_model`` (split into 10 s chunks with 25 % overlap, as our Demucs segments are;
+  ``shifts=1``) with a ``demucs.demucs.Demucs(channels=48)`` (random weights) on the whole song held in memory, as
+  ``demucs`` does (left to itself, demucs 4's ``apply_model`` takes the class's 40 s training segment as its chunk,
+  padding a shorter song to 40 s);
 - ``ours-xumx``, ``ours-unet``, ``ours-demucs`` (``--variants``): ours with one model at a time (weight 1);
 - ``ours-fast`` (``--variants``): ours with the ``--fast`` blend (U-Net + Demucs, the original's weights);
 - ``demucs-lstm2`` (``--variants``): ``demucs`` with ``lstm_layers=2`` (the v2 bottleneck BiLSTM, as in Demucs-48
@@ -50,6 +52,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_RATE = 44100
 MODES = ("ours", "original", "demucs")  # the default run
+PEER_SEGMENT = 10.0  # seconds per apply_model chunk: our Demucs segment (WAVEFORM_SEGMENT_SECONDS), same overlap
 VARIANTS = ("ours-parallel", "ours-fast", "ours-xumx", "ours-unet", "ours-demucs", "demucs-lstm2")  # --variants
 
 
@@ -109,13 +112,13 @@ def child(mode: str, wav_path: str, out_dir: str, options: dict | None = None) -
         torch.manual_seed(0)
         model = Demucs(sources=list(SOURCES), channels=48, lstm_layers=2 if mode == "demucs-lstm2" else 0).eval()
         result["models_mb"] = _rss_mb()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         wav, _ = load_audio(wav_path)
         with torch.inference_mode():
             # demucs's own CLI normalises the whole track, then apply_model splits it into overlapping chunks
             ref = wav.mean(0)
             mix = (wav - ref.mean()) / ref.std()
-            out = apply_model(model, mix[None], shifts=1, split=True, overlap=0.25)[0]
+            out = apply_model(model, mix[None], shifts=1, split=True, overlap=0.25, segment=PEER_SEGMENT)[0]
             out = out * ref.std() + ref.mean()
         for i, stem in enumerate(SOURCES):
             save_audio(Path(out_dir) / f"{stem}.wav", out[i], SAMPLE_RATE, "FLOAT")
@@ -139,7 +142,7 @@ def child(mode: str, wav_path: str, out_dir: str, options: dict | None = None) -
             while len(tenths) < 10 and p.fraction >= (len(tenths) + 1) / 10 - 1e-9:
                 tenths.append(time.perf_counter() - start)
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         if mode == "original":
             sep = Separator(models, bag, split=False, wiener_window=None, progress=progress, **options)
             wav, _ = load_audio(wav_path)
@@ -155,6 +158,7 @@ def child(mode: str, wav_path: str, out_dir: str, options: dict | None = None) -
             )
         result["seconds_by_tenth"] = [round(b - a, 1) for a, b in itertools.pairwise([0.0, *tenths])]
     result["seconds"] = time.perf_counter() - start
+    result["cpu_seconds"] = time.process_time() - cpu  # all threads: on a busy machine steadier than wall time
     result["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
 

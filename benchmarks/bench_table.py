@@ -78,7 +78,7 @@ SEPARATION_ROWS: list[Row] = [
     Row("ours-xumx", "ours, X-UMX alone", "separate", "ours-xumx"),
     Row("ours-unet", "ours, U-Net alone", "separate", "ours-unet"),
     Row("ours-demucs", "ours, Demucs alone", "separate", "ours-demucs"),
-    Row(PEER, "PyPI Demucs-48 (`apply_model`, depth 6, 2-layer BiLSTM)", "separate", "demucs-lstm2"),
+    Row(PEER, "PyPI Demucs-48 (`apply_model`, 10 s chunks, depth 6, 2-layer BiLSTM)", "separate", "demucs-lstm2"),
     Row(ORIGINAL, "danna-sep 1.0.2 pipeline, release files (TorchScript + ONNX)", "released", "original"),
     Row("preset-released", "`--original`, release files", "released", "preset-released", reference=ORIGINAL),
     Row("preset-imported", "`--original`, imported into our models", "released", "preset-imported", reference=ORIGINAL),
@@ -208,24 +208,26 @@ def _sdr_cell(values: Sequence[float] | None) -> str:
 
 
 def format_separation_table(rows: Sequence[Row], results: Mapping[str, dict], seconds: float) -> str:
-    """The markdown table: one line per row, ``results[id]`` with ``seconds`` (wall), ``peak_mb`` and ``sdr``
+    """The markdown table: one line per row, ``results[id]`` with ``seconds`` (wall), ``cpu_seconds`` (the
+    process's CPU time, all threads: what a busy machine inflates least), ``peak_mb`` and ``sdr``
     (per stem, against ``reference``) or ``error``. Times are divided by the PyPI Demucs-48 row's when it ran."""
     peer = results.get(PEER, {}).get("seconds")
     lines = [
-        f"| row | what runs | wall s | × real time | time / PyPI Demucs-48 | peak RSS GB | SDR dB vs reference "
+        f"| row | what runs | wall s | CPU s | × real time | time / PyPI Demucs-48 | peak RSS GB | SDR dB vs reference "
         f"({' / '.join(SOURCES)}) |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         r = results.get(row.id, {"error": "not run"})
         if "error" in r:
-            lines.append(f"| {row.id} | {row.label} | {r['error']} | — | — | — | — |")
+            lines.append(f"| {row.id} | {row.label} | {r['error']} | — | — | — | — | — |")
             continue
         wall = r["seconds"]
         ratio = wall / peer if peer else None
         ref = f" (vs {row.reference})" if row.reference and r.get("sdr") else ""
         lines.append(
-            f"| {row.id} | {row.label} | {wall:.1f} | {seconds / wall:.2f} | {_num(ratio)} | "
+            f"| {row.id} | {row.label} | {wall:.1f} | {_num(r.get('cpu_seconds'), '.1f')} | {seconds / wall:.2f} | "
+            f"{_num(ratio)} | "
             f"{r['peak_mb'] / 1024:.1f} | {_sdr_cell(r.get('sdr'))}{ref} |"
         )
     return "\n".join(lines)
@@ -247,7 +249,7 @@ def _time(results: Mapping[str, dict], key: str) -> float | None:
 def _goal_ratio(text: str, target: str, value: float | None, ok: Callable[[float], bool], fmt: str = "{:.2f}×") -> Goal:
     if value is None:
         return Goal(text, target, "not run", None)
-    return Goal(text, target, fmt.format(value), ok(value))
+    return Goal(text, target, fmt.format(value).replace("inf", "∞"), ok(value))
 
 
 # the TorchScript-files row against the original in the issue's own measurement (82.4 s vs 96.2 s): "as today"

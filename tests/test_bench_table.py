@@ -74,17 +74,18 @@ def test_separation_table():
     res = results(ours=20.0, ours_fast=10.0, pypi_demucs=5.0)
     res["ours-fast"]["sdr"] = [30.0, 31.25, math.inf, 12.0]
     res["ours-unet"] = {"error": "exit 1"}
+    res["ours"]["cpu_seconds"] = 35.0
     lines = bt.format_separation_table(rows, res, seconds=10.0).splitlines()
-    assert lines[0].startswith("| row | what runs | wall s | × real time | time / PyPI Demucs-48 | peak RSS GB")
-    assert lines[1] == "|---|---|---|---|---|---|---|"
+    assert lines[0].startswith("| row | what runs | wall s | CPU s | × real time | time / PyPI Demucs-48 | peak RSS")
+    assert lines[1] == "|---|---|---|---|---|---|---|---|"
     cells = {line.split(" | ")[0][2:]: [c.strip() for c in line.strip("|").split("|")] for line in lines[2:]}
-    assert cells["ours"][2:7] == ["20.0", "0.50", "4.00", "2.0", "—"]
-    assert cells["ours-fast"][2:5] == ["10.0", "1.00", "2.00"]
-    assert cells["ours-fast"][6] == "30.0 / 31.2 / ∞ / 12.0 (vs ours)"
+    assert cells["ours"][2:8] == ["20.0", "35.0", "0.50", "4.00", "2.0", "—"]
+    assert cells["ours-fast"][2:6] == ["10.0", "—", "1.00", "2.00"]  # a child that gave no CPU time
+    assert cells["ours-fast"][7] == "30.0 / 31.2 / ∞ / 12.0 (vs ours)"
     assert cells["ours-unet"][2] == "exit 1"
     # without the peer the ratio column is empty, not an error
     no_peer = bt.format_separation_table(rows[:1], results(ours=20.0), seconds=10.0)
-    assert "| 20.0 | 0.50 | — |" in no_peer
+    assert "| 20.0 | — | 0.50 | — |" in no_peer
 
 
 def goals_by_text(goals):
@@ -120,6 +121,7 @@ def test_goals_met_and_not_met():
     assert met["2. `--original` (preset-released) equals 1.0.2: worst stem's SDR"] is False
     assert met["2. release files, defaults (default-released): 1.0.2 time / ours"] is True
     assert met["3. `--original` (preset-imported) peak RSS / 1.0.2's"] is True  # 2048 / 7000
+    assert goals["5. default-imported vs default-released: worst stem's SDR"].measured == "110.0 dB"
     assert met["5. default-imported vs default-released: worst stem's SDR"] is True
     table = bt.format_goals(list(goals.values()))
     assert "| 1. `--fast` (ours): real time | ≥ 3× | 2.90× | **no** |" in table
@@ -144,6 +146,9 @@ def test_a_fast_variant_row_gets_its_quality_goal():
     res["ours-bf16"]["sdr"] = [41.0, 39.0, 50.0, 50.0]
     goal = goals_by_text(bt.evaluate_goals(res, 58.0, rows))["5. ours-bf16 vs ours: worst stem's SDR"]
     assert (goal.measured, goal.met) == ("39.0 dB", False)
+    res["ours-bf16"]["sdr"] = [math.inf] * 4  # bit-identical to fp32
+    goal = goals_by_text(bt.evaluate_goals(res, 58.0, rows))["5. ours-bf16 vs ours: worst stem's SDR"]
+    assert (goal.measured, goal.met) == ("∞ dB", True)
     # --fast drops X-UMX by design (documented lossy): its SDR is shown in the table, not held to 40 dB
     assert not any(g.text.startswith("5. ours-fast vs") for g in bt.evaluate_goals(res, 58.0, rows))
 
