@@ -7,7 +7,8 @@ attribute names, full sizes); ours is ``danna_sep.models`` with its defaults. Sa
   ours as the inference path runs it (:class:`danna_sep.inference.LoadedModel`: eval, batch norms folded), the
   original as its eager module in eval mode;
 * ``train step``: batch 1 × 6 s in train mode, forward, an L1 loss against a fixed random target of the output's
-  shape, backward (no optimizer step: Adam costs the same for both, ±0.1 % parameters).
+  shape, backward (no optimizer step: Adam costs the same for both, ±0.1 % parameters); ``--compile``: also ours
+  through ``torch.compile`` (inductor), as ``trainer.compile`` runs it, its first (compiling) step not timed.
 
 * ``quality`` (not timed): goal 5's check of the fast path. The original's modules get calibrated random weights
   (``original_release.randomize``), are imported into ours (:func:`danna_sep.release.convert.build_imported`, the
@@ -22,7 +23,7 @@ after one warm-up call each; the best wall time and the best process CPU time of
 unalternated runs (and more when other jobs hold the cores): compare the ratios, the CPU ones under load.
 
     .venv/bin/python benchmarks/bench_models.py [--models xumx,unet,demucs] [--cases infer,train,quality]
-                                                [--threads 2]
+                                                [--threads 2] [--compile]
 """
 
 from __future__ import annotations
@@ -129,6 +130,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (0: torch's default)")
     ap.add_argument("--infer-seconds", type=float, default=10.0)
     ap.add_argument("--train-seconds", type=float, default=6.0)
+    ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="train case: ours through torch.compile (inductor), as trainer.compile runs it; compiling is not timed",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -160,14 +166,21 @@ def main() -> None:
             else:
                 x = model_input(name, args.train_seconds)
                 fns = {"original": train_step(theirs, x), "ours": train_step(ours, x)}
+                if args.compile:
+                    start = time.perf_counter()
+                    fns["ours compiled"] = train_step(torch.compile(ours), x)
+                    fns["ours compiled"]()  # the first call compiles forward and backward
+                    print(f"{name:7} torch.compile: first step {time.perf_counter() - start:.0f} s", flush=True)
                 label = f"train step 1 x {args.train_seconds:g} s"
             best = alternate(fns, args.rounds)
-            (wall_theirs, cpu_theirs), (wall_ours, cpu_ours) = best["original"], best["ours"]
-            print(
-                f"{name:7} {label:24} {wall_theirs:13.3f}s {wall_ours:6.3f}s {wall_theirs / wall_ours:7.2f}x   "
-                f"{cpu_theirs:12.3f}s {cpu_ours:6.3f}s {cpu_theirs / cpu_ours:7.2f}x",
-                flush=True,
-            )
+            wall_theirs, cpu_theirs = best.pop("original")
+            for variant, (wall_ours, cpu_ours) in best.items():
+                text = label + variant.removeprefix("ours")
+                print(
+                    f"{name:7} {text:24} {wall_theirs:13.3f}s {wall_ours:6.3f}s {wall_theirs / wall_ours:7.2f}x   "
+                    f"{cpu_theirs:12.3f}s {cpu_ours:6.3f}s {cpu_theirs / cpu_ours:7.2f}x",
+                    flush=True,
+                )
             del fns
             gc.collect()
         del theirs, ours
