@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import threading
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
@@ -269,43 +268,18 @@ def max_relative_error(a: Tensor, b: Tensor) -> float:
 PRECISIONS = ("fp32", "bf16")
 """Inference precisions (:meth:`LoadedModel.with_precision`, ``Separator(precision=...)``, ``danna-sep
 --precision``). ``fp32``: float32, exact, the default. ``bf16``: lossy, opt-in, for the models of
-:data:`BF16_ROLES`: on CPU oneDNN runs their float32 matrix products and LSTMs with bfloat16 operands
-(``torch.backends.mkldnn.fp32_precision``; activations stay float32 between layers), which only CPUs that
-multiply bfloat16 natively (AVX512-BF16 / AMX) do faster; on other devices ``torch.autocast`` to bfloat16.
+:data:`BF16_ROLES`: their calls run under ``torch.autocast`` to bfloat16 (matrix products, LSTMs and convolutions
+in bfloat16, outputs back to float32), faster on CPUs that multiply bfloat16 natively (AVX512-BF16 / AMX).
 Files run by onnxruntime (``.onnx``) stay float32."""
 
 BF16_ROLES = ("xumx",)
-"""The models ``bf16`` applies to on CPU. ``benchmarks/bench_levers.py`` (2 cores of an AMX Xeon, full-size models,
-calibrated random weights, music-like input, SDR per source against fp32): X-UMX 47 dB, 3.1× faster alone on an
-idle machine, about 1.05× when other jobs share the cores. Left in float32: the U-Net (28 – 35 dB, slower:
-×0.73 – 0.92 under load) and Demucs (40 – 43 dB, ×0.75 under load)."""
+"""The models ``bf16`` applies to on CPU. ``benchmarks/bench_levers.py`` (2 shared cores of an AMX Xeon, full-size
+models, calibrated random weights, music-like input, SDR per source against fp32): X-UMX 46 dB, 1.26 – 1.35×
+faster. Left in float32: the U-Net (28 – 34 dB, and no faster: ×0.92) and Demucs (34 – 36 dB, ×0.75)."""
 
-BF16_SDR_DB = 45.0
-"""The documented floor (dB) of a ``bf16`` model's SDR per source against its float32 output (47 dB measured on the
-full-size X-UMX; tested on the tiny models in ``tests/test_levers.py``)."""
-
-_onednn_lock = threading.Lock()
-_onednn_users = 0
-_onednn_saved = "none"
-
-
-@contextlib.contextmanager
-def _onednn_bf16() -> Iterator[None]:
-    """oneDNN's float32 math in bfloat16 while held. The setting is process-wide: counted, so that calls
-    overlapping in several threads (``Separator(parallel=True)``) restore it only when the last one ends."""
-    global _onednn_users, _onednn_saved
-    with _onednn_lock:
-        if _onednn_users == 0:
-            _onednn_saved = torch.backends.mkldnn.fp32_precision
-            torch.backends.mkldnn.fp32_precision = "bf16"
-        _onednn_users += 1
-    try:
-        yield
-    finally:
-        with _onednn_lock:
-            _onednn_users -= 1
-            if _onednn_users == 0:
-                torch.backends.mkldnn.fp32_precision = _onednn_saved
+BF16_SDR_DB = 44.0
+"""The documented floor (dB) of a ``bf16`` model's SDR per source against its float32 output (45.8 – 46.4 dB
+measured on the full-size X-UMX; tested on the tiny models in ``tests/test_levers.py``)."""
 
 
 def check_precision(precision: str) -> str:
@@ -319,8 +293,8 @@ def precision_context(precision: str, device: torch.device) -> contextlib.Abstra
     """What a model call of ``precision`` on ``device`` runs under (see :data:`PRECISIONS`)."""
     if check_precision(precision) == "fp32":
         return contextlib.nullcontext()
-    if device.type == "cpu" and hasattr(torch.backends.mkldnn, "fp32_precision"):  # torch ≥ 2.9
-        return _onednn_bf16()
+    # autocast, not oneDNN's process-wide torch.backends.mkldnn.fp32_precision = "bf16": autocast is per thread,
+    # so a float32 model running beside it (Separator(parallel=True)) stays float32
     return torch.autocast(device.type, torch.bfloat16)
 
 

@@ -194,9 +194,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=("fp32", "bf16"),  # danna_sep.inference.PRECISIONS (not imported here: it imports torch)
         default="fp32",
-        help="what the models compute in: fp32 (default, exact) or bf16: X-UMX's products in bfloat16 on "
-        "CPUs that have it (AVX512-BF16/AMX): lossy (47 dB SDR per source against fp32), up to 3x faster "
-        "X-UMX on an idle machine; the U-Net and Demucs stay fp32",
+        help="what the models compute in: fp32 (default, exact) or bf16: X-UMX in bfloat16 (autocast), lossy "
+        "(46 dB SDR per source against fp32), X-UMX 1.3x faster on CPUs with AVX512-BF16/AMX; on CPU the "
+        "U-Net and Demucs stay fp32 (bf16 made them no faster and cost them 28-36 dB)",
     )
     quality.add_argument(
         "--parallel",
