@@ -39,7 +39,7 @@ test: lint
 
 # issue 19's one table (benchmarks/bench_table.py): the benchmark-only peers first (installed without their heavy
 # dependency trees), then every separation row, the goals and the training steps (batch 1 here: the configs' own
-# batches take longer than the rest together on 2 cores; `make bench BENCH_ARGS=` runs them; "--seconds 10": quick)
+# batches cost minutes a step on 2 cores; `make bench BENCH_ARGS=` runs them; BENCH_ARGS="--seconds 10": quick)
 BENCH_ARGS ?= --train-batch 1
 bench: $(STAMP)
 	$(PIP) install -q --no-deps openunmix demucs
