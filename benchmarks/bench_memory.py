@@ -6,7 +6,11 @@ imported once; memory and speed do not depend on the values). Every run is its o
 own ``ru_maxrss``), with ``keep_freed_memory()`` as the ``danna`` commands have it, and its time includes loading
 the models:
 
-- ``preset``: ``danna-sep --original`` through the imported checkpoints (``Separator(original=True)``);
+- ``preset``: ``danna-sep --original`` through the imported checkpoints (``Separator(original=True)``): the
+  original's whole-song X-UMX, 2584-frame U-Net chunks and whole-song Demucs, each computed exactly in pieces by
+  our eager models (``X_UMX.forward_chunked``, ``UNetAttn.forward_tiled``, ``DemucsSplit.iter_chunked``), so that
+  what grows with the song is the whole-song Wiener filter's masks and spectrogram and the stems;
+  ``preset-released`` runs the released files whole, as the original did;
 - ``default``: ``danna-sep`` with its defaults through the same checkpoints;
 - ``original``: danna-sep 1.0.2's pipeline (``tests/original_release/pipeline.py``) on the release files;
 - ``preset:ROLE``, ``default:ROLE`` (``xumx``, ``unet``, ``demucs``): that model alone, weight 1;
