@@ -272,14 +272,15 @@ PRECISIONS = ("fp32", "bf16")
 in bfloat16, outputs back to float32), faster on CPUs that multiply bfloat16 natively (AVX512-BF16 / AMX).
 Files run by onnxruntime (``.onnx``) stay float32."""
 
-BF16_ROLES = ("xumx",)
-"""The models ``bf16`` applies to on CPU. ``benchmarks/bench_levers.py`` (2 shared cores of an AMX Xeon, full-size
-models, calibrated random weights, music-like input, SDR per source against fp32): X-UMX 46 dB, 1.26 – 1.35×
-faster. Left in float32: the U-Net (28 – 34 dB, and no faster: ×0.92) and Demucs (34 – 36 dB, ×0.75)."""
+BF16_ROLES = ("xumx", "unet")
+"""The models ``bf16`` applies to on CPU. ``benchmarks/bench_levers.py`` (2 cores of an AMX Xeon, idle, full-size
+models, calibrated random weights, music-like input, SDR per source against fp32): X-UMX 1.68× faster at
+45.8 – 46.4 dB, the U-Net 1.65× at 28 – 34 dB (drums, bass 28, other 31, vocals 34). Demucs stays float32 (34 – 36 dB
+and no faster: its step-by-step BiLSTM gives way to ``nn.LSTM`` under autocast)."""
 
-BF16_SDR_DB = 44.0
-"""The documented floor (dB) of a ``bf16`` model's SDR per source against its float32 output (45.8 – 46.4 dB
-measured on the full-size X-UMX; tested on the tiny models in ``tests/test_levers.py``)."""
+BF16_SDR_DB = {"xumx": 45.0, "unet": 27.0}
+"""The documented floor (dB) of each ``bf16`` model's SDR per source against its float32 output (the full-size
+measurements above; tested on the tiny models in ``tests/test_levers.py``)."""
 
 
 def check_precision(precision: str) -> str:

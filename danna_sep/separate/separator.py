@@ -108,8 +108,8 @@ class Separator:
             ``[22050 zeros | track]`` and clamped to ±0.99. Overrides ``split``, ``niter``, ``wiener_window`` and
             ``shifts``. Memory grows with the track's length, as it did in the original.
         precision: what the models compute in (:data:`danna_sep.inference.PRECISIONS`): ``fp32`` (exact) or
-            ``bf16`` (lossy: on CPU X-UMX only, 46 dB SDR against fp32, faster where the CPU multiplies bfloat16
-            natively; :data:`danna_sep.inference.BF16_ROLES`).
+            ``bf16`` (lossy, faster where the CPU multiplies bfloat16 natively: on CPU X-UMX and the U-Net,
+            :data:`danna_sep.inference.BF16_ROLES`).
     """
 
     samplerate = SAMPLE_RATE
