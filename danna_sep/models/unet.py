@@ -332,6 +332,15 @@ class UNetAttn(nn.Module):
         # Module.to takes memory_format (see its docstring), but its typed overloads leave it out
         self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
+    def _attend(self, x: Tensor) -> Tensor:
+        """The bottleneck ``(batch, channels, bins, frames)`` with the attention layers' output concatenated."""
+        if len(self.attention) == 0:
+            return x
+        a = x
+        for layer in self.attention:
+            a = layer(a)
+        return torch.cat([x, a], 1)
+
     def forward(self, spec: Tensor) -> Tensor:
         batch, channels, bins, frames = spec.shape
         if channels != self.nb_channels:
@@ -351,11 +360,7 @@ class UNetAttn(nn.Module):
             skips.append(x)
         skips.pop()
 
-        if len(self.attention) > 0:
-            a = x
-            for layer in self.attention:
-                a = layer(a)
-            x = torch.cat([x, a], 1)
+        x = self._attend(x)
 
         for step in self.decoder:
             x = torch.cat([step(x), skips.pop()], 1)
@@ -374,11 +379,7 @@ class UNetAttn(nn.Module):
             x = F.avg_pool2d(block(x), 2)  # floors odd sizes
             skips.append(x)
         skips.pop()
-        if len(self.attention) > 0:
-            a = x
-            for layer in self.attention:
-                a = layer(a)
-            x = torch.cat([x, a], 1)
+        x = self._attend(x)
         for step in self.decoder:
             skip = skips.pop()
             y = step(x)  # 2n − 1 per axis: zero-padded at the end up to the skip's size
@@ -450,11 +451,7 @@ class UNetAttn(nn.Module):
             x = _pooled_in_tiles(block, x, tile) if i < 3 else F.avg_pool2d(block(x), 2)
             skips.append(x)
         skips.pop()
-        if len(self.attention) > 0:
-            a = x
-            for layer in self.attention:
-                a = layer(a)
-            x = torch.cat([x, a], 1)
+        x = self._attend(x)
         for step in self.decoder[:-2]:
             x = self._up_and_join(step(x), skips.pop())
         up, last = self.decoder[-2:]
