@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlunsplit
 
 import pytest
 import torch
@@ -211,7 +212,7 @@ def test_connection_refused_and_dns_failure(srv, models, tmp_path, monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
     host = "drive.invalid"
     with pytest.raises(DownloadError, match=rf"cannot look up {host} \(DNS failed: no network\?\)"):
-        _fetch(_entry(models, f"http://{host}/uc?id=x"), tmp_path, retry=RetryPolicy(1, 0.0))
+        _fetch(_entry(models, urlunsplit(("http", host, "/uc", "id=x", ""))), tmp_path, retry=RetryPolicy(1, 0.0))
 
 
 # ------------------------------------------------------------------------------------------------- Drive

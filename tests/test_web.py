@@ -501,7 +501,7 @@ def test_serve_reports_missing_models_and_warns_off_loopback(tmp_path, checkpoin
         lines = []
         for line in server.stderr:
             lines.append(line)
-            if "open http://" in line:
+            if line.startswith("danna serve: open "):
                 break
         text = "".join(lines)
         assert "warning: listening on 0.0.0.0: anyone who can reach this address" in text

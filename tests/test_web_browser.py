@@ -62,7 +62,7 @@ def server(tmp_path_factory):
         deadline = time.monotonic() + 120
         for line in proc.stderr:  # type: ignore[union-attr]
             lines.append(line)
-            found = re.search(r"open (http://127\.0\.0\.1:\d+/)", line)
+            found = re.search("open (" + re.escape("http://127.0.0.1:") + r"\d+/)", line)
             if found:
                 break
             assert time.monotonic() < deadline, "".join(lines)
