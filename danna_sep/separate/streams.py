@@ -144,12 +144,7 @@ def _spectral_stream(
         # the same masks); a TorchScript/ONNX file (the release itself) runs each chunk at once, as the original
         # did (~10 GB for a full chunk of the released U-Net)
         if isinstance(model.module, UNetAttn):
-            module = model.module
-
-            def tiled(x: Tensor) -> Tensor:
-                out = module.forward_tiled(x.to(dev, torch.float32).contiguous(), ORIGINAL_UNET_TILE)
-                _give_back_freed_memory()
-                return out
+            tiled = _in_pieces(model.module.forward_tiled, ORIGINAL_UNET_TILE, dev)
     else:
         seg, stride = _segment_frames(model, total, options)
         segments = plan_segments(total, seg, stride, info.frame_multiple)
@@ -157,12 +152,7 @@ def _spectral_stream(
         # the original's whole-song X-UMX call, through our eager X-UMX: its per-frame layers chunk by chunk (the
         # same masks; a whole-song forward holds ~3 times the masks' size, ~5 GB for 10 minutes)
         if options.original and isinstance(model.module, X_UMX):
-            xumx = model.module
-
-            def tiled(x: Tensor) -> Tensor:
-                out = xumx.forward_chunked(x.to(dev, torch.float32).contiguous(), ORIGINAL_XUMX_CHUNK)
-                _give_back_freed_memory()
-                return out
+            tiled = _in_pieces(model.module.forward_chunked, ORIGINAL_XUMX_CHUNK, dev)
 
     window = torch.hann_window(n_fft, device=dev)
     reflect = reflect_pads(reader.length, n_fft)
@@ -227,6 +217,20 @@ def _spectral_stream(
             filtered = stop
         report((k + 1) / len(segments))
     yield istft.finish().cpu()
+
+
+def _in_pieces(
+    pass_in_pieces: Callable[[Tensor, int], Tensor], size: int, device: torch.device
+) -> Callable[[Tensor], Tensor]:
+    """A model call made through the module's own exact pass in pieces of ``size`` frames (``forward_tiled``,
+    ``forward_chunked``), the freed memory given back after it."""
+
+    def run(x: Tensor) -> Tensor:
+        out = pass_in_pieces(x.to(device, torch.float32).contiguous(), size)
+        _give_back_freed_memory()
+        return out
+
+    return run
 
 
 def _give_back_freed_memory() -> None:
