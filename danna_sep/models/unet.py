@@ -381,9 +381,7 @@ class UNetAttn(nn.Module):
         skips.pop()
         x = self._attend(x)
         for step in self.decoder:
-            skip = skips.pop()
-            y = step(x)  # 2n − 1 per axis: zero-padded at the end up to the skip's size
-            x = torch.cat([F.pad(y, [0, skip.shape[3] - y.shape[3], 0, skip.shape[2] - y.shape[2]]), skip], 1)
+            x = self._up_and_join(step(x), skips.pop())  # 2n − 1 per axis: zero-padded up to the skip's size
         masks = torch.sigmoid(self.head(x))
         masks = F.pad(masks, [0, frames - masks.shape[3], 0, bins - masks.shape[2]], value=0.25)
         return masks.reshape(batch, self.nb_sources, channels, bins, frames)
